@@ -1,0 +1,146 @@
+"""Checkpoints by the reference's TF1 variable names, written crash-safely.
+
+A checkpoint `model{itr}` is a TensorFlow V2 checkpoint (`.index` + `.data`)
+holding each trainable variable under its TF1 name (`model/conv1`,
+`model/Variable`, `model/0/beta`, ...), so the reference program and any TF1
+tool can restore it by name. Beside them it holds what the reference lost on
+resume: the Adam slots and beta powers (under TF1's own names) and this
+port's run state (`maml/state_json`: the next iteration and the data position).
+
+Saving writes temporary files, flushes them to disk and renames them into
+place, data file first and `.index` last; checkpoints are found by their
+`.index` files, so a save killed half way is never picked up.
+"""
+import json
+import os
+import re
+import sys
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+STATE_KEY = 'maml/state_json'
+MAX_TO_KEEP = 10
+_NAME = re.compile(r'^model(\d+)\.index$')
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot serve these flags; the message says what to do."""
+
+
+def list_checkpoints(folder):
+    """[(iteration, prefix)] of the complete checkpoints in folder, oldest first."""
+    if not os.path.isdir(folder):
+        return []
+    found = []
+    for name in os.listdir(folder):
+        m = _NAME.match(name)
+        if m:  # the iteration is parsed from the file name only, never the folder's path
+            found.append((int(m.group(1)), os.path.join(folder, 'model' + m.group(1))))
+    return sorted(found)
+
+
+def _fsync(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save(folder, iteration, tensors, max_to_keep=MAX_TO_KEEP):
+    """Write `folder/model{iteration}` atomically from {name: tensor}; keep the last few."""
+    os.makedirs(folder, exist_ok=True)
+    prefix = os.path.join(folder, 'model%d' % iteration)
+    tmp_dir = tempfile.mkdtemp(prefix='.saving-model%d-' % iteration, dir=folder)
+    tmp_prefix = os.path.join(tmp_dir, 'model%d' % iteration)
+    names = list(tensors)
+    tf.raw_ops.SaveV2(prefix=tmp_prefix, tensor_names=names, shape_and_slices=[''] * len(names),
+                      tensors=[tf.convert_to_tensor(tensors[n]) for n in names])
+    data_files = [f for f in os.listdir(tmp_dir) if '.data-' in f]
+    for f in data_files + ['model%d.index' % iteration]:
+        _fsync(os.path.join(tmp_dir, f))
+    if os.path.exists(prefix + '.index'):
+        os.remove(prefix + '.index')  # an old checkpoint of the same name stops counting first
+    for f in data_files + ['model%d.index' % iteration]:  # .index last: it marks completeness
+        os.replace(os.path.join(tmp_dir, f), os.path.join(folder, f))
+    os.rmdir(tmp_dir)
+    kept = list_checkpoints(folder)
+    for _, old in kept[:-max_to_keep] if max_to_keep else []:
+        _remove(old)
+    _write_state_file(folder, [p for _, p in list_checkpoints(folder)])
+    return prefix
+
+
+def _remove(prefix):
+    folder, base = os.path.split(prefix)
+    for f in os.listdir(folder):
+        if f == base + '.index' or f.startswith(base + '.data-'):
+            os.remove(os.path.join(folder, f))
+
+
+def _write_state_file(folder, prefixes):
+    """TF's `checkpoint` file, so tf.train.latest_checkpoint (and the reference) find ours."""
+    if not prefixes:
+        return
+    lines = ['model_checkpoint_path: "%s"' % os.path.basename(prefixes[-1])]
+    lines += ['all_model_checkpoint_paths: "%s"' % os.path.basename(p) for p in prefixes]
+    tmp = os.path.join(folder, '.checkpoint.tmp')
+    with open(tmp, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(folder, 'checkpoint'))
+
+
+def read(prefix):
+    """{name: numpy array} of every tensor in a checkpoint; CheckpointError if unreadable."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+    except (tf.errors.OpError, ValueError) as e:
+        raise CheckpointError('checkpoint %s cannot be read (%s)'
+                              % (prefix, str(e).strip().splitlines()[0]))
+
+
+def latest_readable(folder, warn=None):
+    """(iteration, prefix, contents) of the newest checkpoint that reads, or None.
+
+    A corrupt or partial newest checkpoint is skipped, with a warning, in favour
+    of the one before it.
+    """
+    warn = warn or (lambda msg: print(msg, file=sys.stderr))
+    for iteration, prefix in reversed(list_checkpoints(folder)):
+        try:
+            return iteration, prefix, read(prefix)
+        except CheckpointError as e:
+            warn('warning: %s; using the previous checkpoint' % e)
+    return None
+
+
+def assign(variables, contents, prefix, hint=''):
+    """Set {name: tf.Variable} from a checkpoint's contents, checking names and shapes."""
+    for name, var in variables.items():
+        if name not in contents:
+            raise CheckpointError('checkpoint %s has no variable %s (it was written with other '
+                                  'flags%s)' % (prefix, name, hint))
+        value = contents[name]
+        if tuple(value.shape) != tuple(var.shape):
+            raise CheckpointError('checkpoint %s: variable %s has shape %s but these flags need '
+                                  '%s%s' % (prefix, name, list(value.shape), var.shape.as_list(),
+                                            hint))
+    for name, var in variables.items():
+        var.assign(contents[name])
+
+
+def encode_state(state):
+    return tf.constant(json.dumps(state))
+
+
+def decode_state(contents):
+    if STATE_KEY not in contents:
+        return None
+    raw = contents[STATE_KEY]
+    raw = raw.item() if isinstance(raw, np.ndarray) else raw
+    return json.loads(raw.decode() if isinstance(raw, bytes) else raw)

@@ -1,0 +1,117 @@
+"""One explicit configuration, built from the command line in main.py only.
+
+The model and data code take a Config instead of reading global flags, so they
+can be imported and driven from a notebook or a test.
+"""
+import dataclasses
+from typing import Optional
+
+DATASOURCES = ('sinusoid', 'omniglot', 'miniimagenet')
+NORMS = ('batch_norm', 'layer_norm', 'None')
+
+
+class ConfigError(ValueError):
+    """A flag value or combination that cannot work; the message says the fix."""
+
+
+@dataclasses.dataclass
+class Config:
+    # The reference's flags, with its defaults (SPEC section 2).
+    datasource: str = 'sinusoid'
+    num_classes: int = 5
+    baseline: Optional[str] = None
+    pretrain_iterations: int = 0
+    metatrain_iterations: int = 15000
+    meta_batch_size: int = 25
+    meta_lr: float = 0.001
+    update_batch_size: int = 5
+    update_lr: float = 1e-3
+    num_updates: int = 1
+    norm: str = 'batch_norm'
+    num_filters: int = 64
+    conv: bool = True
+    max_pool: bool = False
+    stop_grad: bool = False
+    log: bool = True
+    logdir: str = '/tmp/data'
+    resume: bool = True
+    train: bool = True
+    test_iter: int = -1
+    test_set: bool = False
+    train_update_batch_size: int = -1
+    train_update_lr: float = -1
+    # New flags.
+    data_folder: Optional[str] = None  # default: the reference's ./data/... folder
+    seed: Optional[int] = None         # None keeps the reference's unseeded behaviour
+
+    def validate(self):
+        if self.datasource not in DATASOURCES:
+            raise ConfigError('unknown --datasource=%s: use one of %s'
+                              % (self.datasource, ', '.join(DATASOURCES)))
+        if self.norm not in NORMS:
+            raise ConfigError('unknown --norm=%s: use batch_norm, layer_norm or None' % self.norm)
+        if self.baseline not in (None, 'oracle'):
+            raise ConfigError('unknown --baseline=%s: use oracle, or leave it unset' % self.baseline)
+        if self.baseline == 'oracle' and self.datasource != 'sinusoid':
+            raise ConfigError('--baseline=oracle needs --datasource=sinusoid (it appends the '
+                              'sine amplitude and phase to the input)')
+        for name in ('num_classes', 'meta_batch_size', 'update_batch_size', 'num_updates',
+                     'num_filters'):
+            if getattr(self, name) <= 0:
+                raise ConfigError('--%s=%s must be positive' % (name, getattr(self, name)))
+        for name in ('pretrain_iterations', 'metatrain_iterations'):
+            if getattr(self, name) < 0:
+                raise ConfigError('--%s=%s must be zero or positive' % (name, getattr(self, name)))
+        if self.meta_lr <= 0 or self.update_lr <= 0:
+            raise ConfigError('--meta_lr and --update_lr must be positive')
+        if self.train and self.pretrain_iterations + self.metatrain_iterations == 0:
+            raise ConfigError('nothing to train: --pretrain_iterations and --metatrain_iterations '
+                              'are both 0 (use --train=False to test)')
+        if self.datasource != 'sinusoid' and self.num_classes < 2:
+            raise ConfigError('--num_classes=%d: classification needs at least 2 classes'
+                              % self.num_classes)
+        return self
+
+    @property
+    def classification(self):
+        return self.datasource != 'sinusoid'
+
+    @property
+    def test_num_updates(self):
+        """Inner steps evaluated (and summarised); training uses num_updates of them."""
+        if self.datasource == 'sinusoid':
+            return 5 if self.train else 10
+        if self.datasource == 'miniimagenet':
+            return 1 if self.train else 10
+        return 10
+
+    @property
+    def eval_steps(self):
+        return max(self.num_updates, self.test_num_updates)
+
+    @property
+    def num_samples_per_class(self):
+        """Examples per class in one task: K for split a plus split b's count."""
+        if self.datasource == 'miniimagenet' and self.train:
+            return self.update_batch_size + 15
+        return self.update_batch_size * 2
+
+    @property
+    def exp_string(self):
+        """The experiment folder's name, exactly as the reference built it."""
+        train_ubs = self.update_batch_size if self.train_update_batch_size == -1 \
+            else self.train_update_batch_size
+        train_lr = self.update_lr if self.train_update_lr == -1 else self.train_update_lr
+        name = ('cls_' + str(self.num_classes) + '.mbs_' + str(self.meta_batch_size)
+                + '.ubs_' + str(train_ubs) + '.numstep' + str(self.num_updates)
+                + '.updatelr' + str(train_lr))
+        if self.num_filters != 64:
+            name += 'hidden' + str(self.num_filters)
+        if self.max_pool:
+            name += 'maxpool'
+        if self.stop_grad:
+            name += 'stopgrad'
+        if self.baseline:
+            name += self.baseline
+        name += {'batch_norm': 'batchnorm', 'layer_norm': 'layernorm', 'None': 'nonorm'}[self.norm]
+        return name

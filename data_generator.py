@@ -1,0 +1,274 @@
+"""Tasks for meta-learning: sinusoid regression, Omniglot and MiniImagenet.
+
+`DataGenerator(num_samples_per_class, batch_size, config)` mirrors the
+reference. For sinusoid, `generate()` draws a batch from numpy's global
+generator, bit for bit as the reference did. For the image data sets the
+images are decoded once into memory as uint8, tasks are file lists drawn in the
+reference's order of `random` calls (seed 5 for training, 6 for evaluation;
+produced lazily instead of all before training), and `dataset(train)` yields
+ready batches through tf.data with prefetching.
+"""
+import os
+import random
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+NUM_TRAIN_TASKS = 200000  # the reference's pre-generated training task list, cycled
+NUM_EVAL_TASKS = 600
+TRAIN_TASK_SEED, EVAL_TASK_SEED = 5, 6
+OMNIGLOT_SPLIT_SEED, OMNIGLOT_NUM_TRAIN, OMNIGLOT_NUM_VAL = 1, 1100, 100
+DEFAULT_FOLDERS = {'omniglot': './data/omniglot_resized', 'miniimagenet': './data/miniImagenet'}
+PREPARE_SCRIPTS = {'omniglot': 'data/omniglot_resized/resize_images.py',
+                   'miniimagenet': 'data/miniImagenet/proc_images.py'}
+
+
+class DataError(ValueError):
+    """The data on disk cannot serve these flags; the message says what to do."""
+
+
+class DataGenerator:
+    def __init__(self, num_samples_per_class, batch_size, config):
+        self.batch_size = batch_size
+        self.num_samples_per_class = num_samples_per_class
+        self.num_classes = 1  # only relevant for classification
+        self.config = config
+        if config.datasource == 'sinusoid':
+            self.generate = self.generate_sinusoid_batch
+            self.amp_range = [0.1, 5.0]
+            self.phase_range = [0, np.pi]
+            self.input_range = [-5.0, 5.0]
+            self.dim_input = 1
+            self.dim_output = 1
+        elif config.datasource in ('omniglot', 'miniimagenet'):
+            self.num_classes = config.num_classes
+            self.dim_output = self.num_classes
+            self.data_folder = config.data_folder or DEFAULT_FOLDERS[config.datasource]
+            if config.datasource == 'omniglot':
+                self.img_size, self.channels = (28, 28), 1
+                self._list_omniglot()
+            else:
+                self.img_size, self.channels = (84, 84), 3
+                self._list_miniimagenet()
+            self.dim_input = int(np.prod(self.img_size)) * self.channels
+            self._images = {}  # class folder -> uint8 [files, h, w, c], decoded once
+        else:
+            raise DataError('unknown datasource %r' % config.datasource)
+
+    # ------------------------------------------------------------ sinusoid
+    def generate_sinusoid_batch(self, train=True, input_idx=None):
+        """inputs, outputs [batch, samples, 1], amplitudes, phases (train is unused).
+
+        input_idx: replace points from that index on by an even grid over the
+        input range (for plots), exactly as the reference did.
+        """
+        amp = np.random.uniform(self.amp_range[0], self.amp_range[1], [self.batch_size])
+        phase = np.random.uniform(self.phase_range[0], self.phase_range[1], [self.batch_size])
+        outputs = np.zeros([self.batch_size, self.num_samples_per_class, self.dim_output])
+        init_inputs = np.zeros([self.batch_size, self.num_samples_per_class, self.dim_input])
+        for func in range(self.batch_size):
+            init_inputs[func] = np.random.uniform(self.input_range[0], self.input_range[1],
+                                                  [self.num_samples_per_class, 1])
+            if input_idx is not None:
+                init_inputs[:, input_idx:, 0] = np.linspace(
+                    self.input_range[0], self.input_range[1],
+                    num=self.num_samples_per_class - input_idx, retstep=False)
+            outputs[func] = amp[func] * np.sin(init_inputs[func] - phase[func])
+        return init_inputs, outputs, amp, phase
+
+    # ------------------------------------------------------ class folders
+    def _missing(self, what):
+        script = PREPARE_SCRIPTS[self.config.datasource]
+        return DataError('%s data not found: %s (prepare it with %s, or point --data_folder at '
+                         'the prepared folder)' % (self.config.datasource, what, script))
+
+    def _subfolders(self, folder):
+        return sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+
+    def _list_omniglot(self):
+        root = self.data_folder
+        if not os.path.isdir(root):
+            raise self._missing('no folder %s' % os.path.abspath(root))
+        # Sorted listings (the reference took the file system's order, which
+        # differs between machines), then the reference's seeded shuffle.
+        folders = [os.path.join(family, character)
+                   for family in self._subfolders(root)
+                   for character in self._subfolders(os.path.join(root, family))]
+        if not folders:
+            raise self._missing('no ALPHABET/CHARACTER folders in %s' % os.path.abspath(root))
+        random.Random(OMNIGLOT_SPLIT_SEED).shuffle(folders)  # = random.seed(1); shuffle
+        num_train = OMNIGLOT_NUM_TRAIN
+        self.metatrain_character_folders = folders[:num_train]
+        if self.config.test_set:
+            self.metaval_character_folders = folders[num_train + OMNIGLOT_NUM_VAL:]
+        else:
+            self.metaval_character_folders = folders[num_train:num_train + OMNIGLOT_NUM_VAL]
+
+    def _list_miniimagenet(self):
+        root = self.data_folder
+        splits = {}
+        for split in ('train', 'test' if self.config.test_set else 'val'):
+            folder = os.path.join(root, split)
+            if not os.path.isdir(folder):
+                raise self._missing('no folder %s' % os.path.abspath(folder))
+            splits[split] = [os.path.join(split, c) for c in self._subfolders(folder)]
+        self.metatrain_character_folders = splits['train']
+        self.metaval_character_folders = splits['test' if self.config.test_set else 'val']
+
+    def folders(self, train):
+        return self.metatrain_character_folders if train else self.metaval_character_folders
+
+    def _files(self, folder):
+        if folder not in self._file_lists:
+            names = sorted(os.listdir(os.path.join(self.data_folder, folder)))
+            self._file_lists[folder] = names
+        return self._file_lists[folder]
+
+    _file_lists = None
+
+    # -------------------------------------------------------------- tasks
+    def task_list(self, train=True):
+        """The reference's task sequence: each task a list of files, class-major."""
+        if self._file_lists is None:
+            self._file_lists = {}
+        folders = self.folders(train)
+        self._check_enough(folders, train)
+        return TaskList(folders, self._files, self.num_classes, self.num_samples_per_class,
+                        TRAIN_TASK_SEED if train else EVAL_TASK_SEED,
+                        NUM_TRAIN_TASKS if train else NUM_EVAL_TASKS)
+
+    def _check_enough(self, folders, train):
+        split = 'training' if train else ('test' if self.config.test_set else 'validation')
+        if len(folders) < self.num_classes:
+            raise DataError('%s split of %s has %d classes, fewer than --num_classes=%d'
+                            % (split, self.data_folder, len(folders), self.num_classes))
+        for folder in folders:
+            count = len(self._files(folder))
+            if count < self.num_samples_per_class:
+                raise DataError('class folder %s has %d images, fewer than the %d per class a '
+                                'task needs' % (os.path.join(self.data_folder, folder), count,
+                                                self.num_samples_per_class))
+
+    # ------------------------------------------------------------- images
+    def load_images(self, folders):
+        """Decode every image of these class folders once (kept as uint8)."""
+        todo = [f for f in folders if f not in self._images]
+        with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+            for folder, images in zip(todo, pool.map(self._decode_folder, todo)):
+                self._images[folder] = images
+
+    def _decode_folder(self, folder):
+        return np.stack([self._decode(os.path.join(self.data_folder, folder, name))
+                         for name in self._files(folder)])
+
+    def _decode(self, path):
+        from PIL import Image
+        try:
+            with Image.open(path) as im:
+                im = im.convert('RGB' if self.channels == 3 else 'L')
+                pixels = np.asarray(im, dtype=np.uint8)
+        except Exception as e:  # PIL raises many types for a bad file
+            raise DataError('cannot read image %s (%s); re-run %s'
+                            % (path, e, PREPARE_SCRIPTS[self.config.datasource]))
+        if pixels.shape[:2] != self.img_size:
+            raise DataError('image %s is %dx%d, expected %dx%d; re-run %s'
+                            % (path, pixels.shape[1], pixels.shape[0], self.img_size[1],
+                               self.img_size[0], PREPARE_SCRIPTS[self.config.datasource]))
+        return pixels.reshape(self.img_size + (self.channels,))
+
+    def make_batch(self, tasks, rng):
+        """Images [batch, N*S, dim] float32 and one-hot labels [batch, N*S, N].
+
+        Within a task, examples go shot by shot (shot k of every class, in a
+        fresh random class order per shot); Omniglot classes get a random
+        rotation of 0/90/180/270 degrees and pixels are inverted, as in the
+        reference.
+        """
+        n, s = self.num_classes, self.num_samples_per_class
+        images = np.empty((len(tasks), n * s, self.dim_input), np.float32)
+        labels = np.zeros((len(tasks), n * s, n), np.float32)
+        for t, task in enumerate(tasks):
+            rotations = rng.integers(0, 4, n) if self.config.datasource == 'omniglot' else None
+            row = 0
+            for k in range(s):
+                for c in rng.permutation(n):
+                    folder, index = task[c * s + k]
+                    image = self._images[folder][index]
+                    if rotations is not None:
+                        image = np.rot90(image, rotations[c])
+                    images[t, row] = image.reshape(-1)
+                    labels[t, row, c] = 1.0
+                    row += 1
+        images /= 255.0
+        if self.config.datasource == 'omniglot':
+            images = 1.0 - images
+        return images, labels
+
+    def batch(self, tasks, index, seed):
+        """Batch `index` of the cycled task list; its randomness is fixed by (seed, index)."""
+        chunk = [tasks.task_indices(index * self.batch_size + i) for i in range(self.batch_size)]
+        return self.make_batch(chunk, np.random.default_rng(list(seed) + [index]))
+
+    def dataset(self, train=True, seed=(0,), start=0):
+        """tf.data pipeline of (images, labels) batches, from batch `start` on.
+
+        Each batch depends only on its position and the seed, so a run resumed
+        at a checkpoint sees the batches an uninterrupted run would have seen.
+        """
+        import tensorflow as tf
+        tasks = self.task_list(train)
+        self.load_images(self.folders(train))
+        seed = [int(s) for s in np.atleast_1d(seed)]
+
+        def batches():
+            index = start
+            while True:
+                yield self.batch(tasks, index, seed)
+                index += 1
+
+        n_rows = self.num_classes * self.num_samples_per_class
+        signature = (tf.TensorSpec([self.batch_size, n_rows, self.dim_input], tf.float32),
+                     tf.TensorSpec([self.batch_size, n_rows, self.num_classes], tf.float32))
+        return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
+
+
+class TaskList:
+    """The reference's pre-generated task list, produced lazily in the same order.
+
+    For each task the reference drew, with `random` seeded once: N class folders
+    (random.sample), their order (random.shuffle), then S files per class
+    (random.sample of the folder listing). Drawing those calls on demand from a
+    private generator seeded the same way gives the same sequence without the
+    minutes the reference spent building 200,000 file lists up front. Tasks are
+    kept (as indices) once drawn, so the list cycles like the reference's.
+    """
+
+    def __init__(self, folders, files_of, num_classes, num_samples, seed, num_tasks):
+        self.folders, self.files_of = list(folders), files_of
+        self.num_classes, self.num_samples = num_classes, num_samples
+        self.num_tasks = num_tasks
+        self._random = random.Random(seed)
+        self._drawn = []
+
+    def __len__(self):
+        return self.num_tasks
+
+    def task_indices(self, i):
+        """Task i (cycled) as [(folder, file index)] class-major."""
+        i %= self.num_tasks
+        while len(self._drawn) <= i:
+            self._drawn.append(self._draw())
+        return self._drawn[i]
+
+    def task_files(self, i):
+        """Task i as file paths relative to the data folder."""
+        return [os.path.join(folder, self.files_of(folder)[j]) for folder, j in self.task_indices(i)]
+
+    def _draw(self):
+        sampled = self._random.sample(self.folders, self.num_classes)
+        self._random.shuffle(sampled)
+        task = []
+        for folder in sampled:
+            count = len(self.files_of(folder))
+            task.extend((folder, j) for j in self._random.sample(range(count), self.num_samples))
+        return task

@@ -1,0 +1,194 @@
+"""Parity with the reference program, file by file.
+
+Every file in MAML_GOLDEN_DIR (default: tests/golden, a copy of the numbers the
+original TF1 program produced) becomes its own test case:
+- model step files (`*.npz` with a `config_name` key): build the model from the
+  file's flags, load its initial variables by their reference names, feed its
+  batch and compare losses, accuracies, outputs, meta-gradients and the
+  variables after one Adam step;
+- `sinusoid_batches*.npz`: the sinusoid generator reproduces every batch bit for bit;
+- `tasks_*.json`: the image task lists (class folder split and first tasks).
+Any other file fails: the test does not silently ignore what it cannot read.
+"""
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from config import Config
+from data_generator import DataGenerator
+from maml import MAML
+
+GOLDEN_DIR = os.environ.get('MAML_GOLDEN_DIR',
+                            os.path.join(os.path.dirname(os.path.abspath(__file__)), 'golden'))
+IGNORED = {'README.md'}
+
+
+def _golden_files():
+    if not os.path.isdir(GOLDEN_DIR):
+        return []
+    return sorted(f for f in os.listdir(GOLDEN_DIR) if f not in IGNORED)
+
+
+def test_golden_directory_exists_and_is_not_empty():
+    assert os.path.isdir(GOLDEN_DIR), (
+        'golden directory %s not found: set MAML_GOLDEN_DIR or restore tests/golden' % GOLDEN_DIR)
+    assert _golden_files(), 'golden directory %s holds no files' % GOLDEN_DIR
+
+
+def _kind(filename, path):
+    if filename.endswith('.json') and filename.startswith('tasks_'):
+        return 'tasks'
+    if filename.endswith('.npz'):
+        with np.load(path) as z:
+            if 'config_name' in z.files:
+                return 'model_step'
+            if filename.startswith('sinusoid_batches'):
+                return 'sinusoid_batches'
+    return None
+
+
+@pytest.mark.parametrize('filename', _golden_files())
+def test_golden_file(filename):
+    path = os.path.join(GOLDEN_DIR, filename)
+    kind = _kind(filename, path)
+    if kind == 'model_step':
+        check_model_step(path)
+    elif kind == 'sinusoid_batches':
+        check_sinusoid_batches(path)
+    elif kind == 'tasks':
+        from test_golden_tasks import check_task_list
+        check_task_list(path)
+    else:
+        pytest.fail('cannot interpret golden file %s: not a model step .npz (with config_name), '
+                    'a sinusoid_batches*.npz or a tasks_*.json' % filename)
+
+
+# ------------------------------------------------------------- model steps
+def _config_from_flags(flags):
+    known = {f for f in Config.__dataclass_fields__}
+    values = {k: v for k, v in flags.items() if k in known}
+    return Config(**values)
+
+
+def _close(actual, expected, rtol, atol=0.0, what=''):
+    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=rtol, atol=atol,
+                               err_msg=what)
+
+
+def check_model_step(path):
+    z = np.load(path)
+    flags = json.loads(str(z['flags_json']))
+    config = _config_from_flags(flags)
+    name = str(z['config_name'])
+    num_updates = int(flags['num_updates'])
+    eval_steps = max(num_updates, int(flags.get('test_num_updates', num_updates)))
+    inputa, inputb = z['inputa'], z['inputb']
+    labela, labelb = z['labela'], z['labelb']
+    model = MAML(config, dim_input=inputa.shape[-1], dim_output=labela.shape[-1], seed=0)
+
+    # Load the initial values by the reference's names; the model must have
+    # exactly the reference's variables.
+    named = model._named_variables()
+    var_names = [str(n) for n in np.atleast_1d(z['var_names'])]
+    if len(var_names) == 1 and '[' in var_names[0]:
+        var_names = re.findall(r"'([^']+)'", var_names[0])
+    assert list(named) == var_names, 'variables differ from the reference (%s)' % name
+    for var_name, var in named.items():
+        var.assign(z['init/' + var_name])
+    weights_keys = re.findall(r"'([^']+)'", str(z['weights_keys']))
+    assert list(model.weights) == weights_keys
+
+    forward_rtol = 1e-4 if config.datasource == 'miniimagenet' or not config.conv else 1e-5
+    if config.datasource == 'sinusoid':
+        forward_rtol = 1e-5
+    # Elementwise arrays (outputs, per-example losses) hold values near zero
+    # whose float32 error is set by the array's scale, not their own size: the
+    # absolute part of the tolerance is rtol times the array's largest value.
+    def scaled(expected):
+        return forward_rtol * float(np.abs(expected).max())
+    batch = [tf.constant(x) for x in (inputa, inputb, labela, labelb)]
+    res = model.evaluate(*batch, eval_steps)
+    _close(res['total_loss1'], z['total_loss1'], forward_rtol, what='total_loss1')
+    _close(np.stack(res['total_losses2']), z['total_losses2'], forward_rtol, what='total_losses2')
+    _close(res['lossa'], z['lossesa'], forward_rtol, scaled(z['lossesa']), 'lossesa')
+    _close(np.stack(res['lossesb']), z['lossesb'], forward_rtol, scaled(z['lossesb']), 'lossesb')
+    _close(res['outputa'], z['outputas'], forward_rtol, scaled(z['outputas']), 'outputas')
+    _close(np.stack(res['outputbs']), z['outputbs'], forward_rtol, scaled(z['outputbs']), 'outputbs')
+    if config.classification:
+        _close(res['total_accuracy1'], z['total_accuracy1'], 0, 1e-6, 'total_accuracy1')
+        _close(np.stack(res['total_accuracies2']), z['total_accuracies2'], 0, 1e-6,
+               'total_accuracies2')
+        _close(res['accuracya'], z['accuraciesa'], 0, 1e-6, 'accuraciesa')
+        _close(np.stack(res['accuraciesb']), z['accuraciesb'], 0, 1e-6, 'accuraciesb')
+
+    step = model.metatrain_step(*batch)
+    _close(step['objective'], z['total_losses2'][num_updates - 1], forward_rtol, what='objective')
+    if config.datasource == 'miniimagenet':
+        grad_atol_frac, grad_rtol = 1e-2, 5e-3
+    else:
+        grad_atol_frac, grad_rtol = 1e-3, 1e-4
+    for key, mine in (('metagrad_unclipped', step['metagrads_unclipped']),
+                      ('metagrad', step['metagrads'])):
+        largest = max(np.abs(z['%s/%s' % (key, v)]).max() for v in var_names)
+        atol = grad_atol_frac * largest
+        for var_name in var_names:
+            expected = z['%s/%s' % (key, var_name)]
+            rtol = grad_rtol
+            if _feeds_batch_norm(config, model, var_name):
+                rtol = 0.0  # true gradient is exactly 0; the recorded value is float noise
+            _close(mine[var_name], expected, rtol, atol, '%s %s' % (key, var_name))
+
+    largest = max(np.abs(z['metagrad/' + v]).max() for v in var_names)
+    for var_name, var in named.items():
+        grad = z['metagrad/' + var_name]
+        after, init, now = z['after_step/' + var_name], z['init/' + var_name], var.numpy()
+        significant = np.abs(grad) > 1e-3 * largest
+        np.testing.assert_allclose(now[significant], after[significant], rtol=0, atol=1e-5,
+                                   err_msg='after_step ' + var_name)
+        assert np.all(np.abs(now - init) <= config.meta_lr * (1 + 1e-4) + 1e-7), var_name
+
+
+def _feeds_batch_norm(config, model, var_name):
+    """The biases right before a batch norm: their true meta-gradient is 0."""
+    if config.norm != 'batch_norm':
+        return False
+    biases_before_norm = {model.tf1_names[model.weights['b%d' % (i + 1)].ref()]
+                          for i in range(len(model.norm_scopes))}
+    return var_name in biases_before_norm
+
+
+# -------------------------------------------------------- sinusoid batches
+def check_sinusoid_batches(path):
+    z = np.load(path)
+    groups = sorted({k.rsplit('/', 1)[0] for k in z.files})
+    assert groups, 'no batches in %s' % path
+    by_run = {}
+    for group in groups:
+        m = re.fullmatch(r'seed(\d+)_n(\d+)_b(\d+)_(call(\d+)|inputidx(\d+))', group)
+        assert m, 'cannot interpret key %s in %s' % (group, path)
+        by_run.setdefault(m.group(1, 2, 3), []).append((group, m))
+    for (seed, n, b), entries in by_run.items():
+        calls = sorted((int(m.group(5)), g) for g, m in entries if m.group(5) is not None)
+        config = Config(datasource='sinusoid')
+        if calls:
+            assert [c for c, _ in calls] == list(range(len(calls))), 'calls must start at 0'
+            np.random.seed(int(seed))
+            generator = DataGenerator(int(n), int(b), config)
+            for _, group in calls:
+                _check_sine_batch(z, group, generator.generate())
+        for group, m in entries:
+            if m.group(6) is not None:
+                np.random.seed(int(seed))
+                generator = DataGenerator(int(n), int(b), config)
+                _check_sine_batch(z, group, generator.generate(input_idx=int(m.group(6))))
+
+
+def _check_sine_batch(z, group, batch):
+    for key, value in zip(('inputs', 'outputs', 'amp', 'phase'), batch):
+        expected = z['%s/%s' % (group, key)]
+        assert value.dtype == expected.dtype and value.shape == expected.shape, (group, key)
+        assert np.array_equal(value, expected), '%s/%s differs' % (group, key)

@@ -1,0 +1,165 @@
+"""Layers, losses and the outer optimiser, shared by the model.
+
+Every tensor here is batched over tasks: axis 0 is the task of the meta-batch,
+axis 1 the example within the task. Statistics (batch norm) are per task, so a
+whole meta-batch runs as one set of ops while each task sees only its own data.
+"""
+import numpy as np
+import tensorflow as tf
+
+NORMS = ('batch_norm', 'layer_norm', 'None')
+BATCH_NORM_EPSILON = 1e-3   # tf.contrib.layers.batch_norm's default
+LAYER_NORM_EPSILON = 1e-12  # tf.contrib.layers.layer_norm's default
+
+
+def _mean_and_variance(x, axes):
+    # Written out instead of tf.nn.moments: moments stops the gradient through
+    # its shift, which leaves first derivatives right but second ones wrong.
+    mean = tf.reduce_mean(x, axes, keepdims=True)
+    variance = tf.reduce_mean(tf.square(x - mean), axes, keepdims=True)
+    return mean, variance
+
+
+def _affine_normalize(x, mean, variance, epsilon, offset, scale=None):
+    # The same arithmetic as tf.nn.batch_normalization, which both reference
+    # norms called: x * inv + (offset - mean * inv), inv = scale / sqrt(var + eps).
+    inv = tf.math.rsqrt(variance + epsilon)
+    if scale is not None:
+        inv = inv * scale
+    return x * inv + (offset - mean * inv)
+
+
+def normalize(inp, norm, params, activation=tf.nn.relu):
+    """Normalise then activate, as the reference's tf.contrib.layers calls did.
+
+    inp: [tasks, examples, ...features]. params: dict with 'beta' (and 'gamma'
+    for layer norm) or None. Batch norm always uses the statistics of the
+    current task's batch (training mode, also at test time), with an offset and
+    no scale; layer norm normalises each example over all its features.
+    """
+    if norm == 'batch_norm':
+        axes = list(range(1, inp.shape.rank - 1))  # examples and spatial axes
+        mean, variance = _mean_and_variance(inp, axes)
+        out = _affine_normalize(inp, mean, variance, BATCH_NORM_EPSILON, params['beta'])
+    elif norm == 'layer_norm':
+        axes = list(range(2, inp.shape.rank))  # every axis of one example
+        mean, variance = _mean_and_variance(inp, axes)
+        out = _affine_normalize(inp, mean, variance, LAYER_NORM_EPSILON, params['beta'],
+                                params['gamma'])
+    elif norm == 'None':
+        out = inp
+    else:
+        raise ValueError('unknown norm %r (use batch_norm, layer_norm or None)' % (norm,))
+    return activation(out) if activation is not None else out
+
+
+def batched_dense(x, w, b):
+    """x [T, n, i] with per-task w [T, i, o] and b [T, o] (or shared w [i, o], b [o])."""
+    if w.shape.rank == 2:
+        return tf.matmul(x, w) + b
+    return tf.matmul(x, w) + b[:, None, :]
+
+
+def batched_conv2d(x, kernel, strides):
+    """x [T, n, h, w, c] convolved with each task's own kernel [T, 3, 3, c, f]."""
+    if kernel.shape.rank == 4:  # shared kernel: fold tasks into the batch axis
+        t, n = tf.shape(x)[0], tf.shape(x)[1]
+        out = tf.nn.conv2d(tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], 0)),
+                           kernel, strides, 'SAME')
+        return tf.reshape(out, tf.concat([[t, n], tf.shape(out)[1:]], 0))
+    outs = [tf.nn.conv2d(x[i], kernel[i], strides, 'SAME') for i in range(x.shape[0])]
+    return tf.stack(outs)
+
+
+def conv_block(inp, kernel, bias, norm, norm_params, max_pool):
+    """3x3 SAME conv (stride 2, or stride 1 then 2x2 max pool) -> norm -> ReLU."""
+    strides = [1, 1, 1, 1] if max_pool else [1, 2, 2, 1]
+    conv = batched_conv2d(inp, kernel, strides)
+    if bias.shape.rank == 2:
+        bias = bias[:, None, None, None, :]
+    out = normalize(conv + bias, norm, norm_params)
+    if max_pool:
+        shape = tf.shape(out)
+        pooled = tf.nn.max_pool2d(tf.reshape(out, tf.concat([[-1], shape[2:]], 0)),
+                                  2, 2, 'VALID')
+        out = tf.reshape(pooled, tf.concat([shape[:2], tf.shape(pooled)[1:]], 0))
+    return out
+
+
+def mse(pred, label):
+    """Mean squared error of each task: [T, n, d] -> [T]."""
+    return tf.reduce_mean(tf.square(pred - label), axis=[1, 2])
+
+
+def xent(pred, label, update_batch_size):
+    """Softmax cross-entropy of each example divided by K: [T, n, c] -> [T, n]."""
+    return tf.nn.softmax_cross_entropy_with_logits(labels=label, logits=pred) / update_batch_size
+
+
+def accuracy(pred, label):
+    """Fraction of each task's examples whose argmax matches: [T, n, c] -> [T]."""
+    hits = tf.equal(tf.argmax(pred, -1), tf.argmax(label, -1))
+    return tf.reduce_mean(tf.cast(hits, tf.float32), axis=1)
+
+
+class Adam:
+    """TF1's AdamOptimizer: the same kernel (ApplyAdam), slots and beta powers.
+
+    Kept as plain variables so that checkpoints can hold them under the names a
+    TF1 Saver gave them (`VAR/Adam`, `VAR/Adam_1`, `beta1_power`, ...) and a
+    resumed run continues with its optimiser state.
+    """
+
+    def __init__(self, variables, learning_rate, beta1=0.9, beta2=0.999, epsilon=1e-8):
+        self.variables = dict(variables)  # checkpoint name -> tf.Variable
+        self.learning_rate = learning_rate
+        self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
+        self.m = {n: tf.Variable(tf.zeros_like(v), trainable=False) for n, v in self.variables.items()}
+        self.v = {n: tf.Variable(tf.zeros_like(v), trainable=False) for n, v in self.variables.items()}
+        self.beta1_power = tf.Variable(beta1, dtype=tf.float32, trainable=False)
+        self.beta2_power = tf.Variable(beta2, dtype=tf.float32, trainable=False)
+
+    def apply(self, grads, learning_rate=None):
+        """grads: dict checkpoint name -> gradient. One TF1 Adam step."""
+        lr = self.learning_rate if learning_rate is None else learning_rate
+        for name, var in self.variables.items():
+            tf.raw_ops.ResourceApplyAdam(
+                var=var.handle, m=self.m[name].handle, v=self.v[name].handle,
+                beta1_power=self.beta1_power, beta2_power=self.beta2_power,
+                lr=tf.cast(lr, tf.float32), beta1=self.beta1, beta2=self.beta2,
+                epsilon=self.epsilon, grad=grads[name])
+        self.beta1_power.assign(self.beta1_power * self.beta1)
+        self.beta2_power.assign(self.beta2_power * self.beta2)
+
+    def state(self, slot_suffixes, power_suffix):
+        """Checkpoint entries, named as a TF1 Saver named them."""
+        entries = {}
+        for name in self.variables:
+            entries[name + '/' + slot_suffixes[0]] = self.m[name]
+            entries[name + '/' + slot_suffixes[1]] = self.v[name]
+        entries['beta1_power' + power_suffix] = self.beta1_power
+        entries['beta2_power' + power_suffix] = self.beta2_power
+        return entries
+
+
+def truncated_normal(shape, stddev, rng):
+    """Normal resampled beyond two standard deviations, like tf.truncated_normal."""
+    return tf.random.stateless_truncated_normal(shape, _seed(rng), stddev=stddev)
+
+
+def glorot_uniform(shape, rng):
+    """Glorot/Xavier uniform; for conv kernels fans count the receptive field."""
+    receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+    fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return tf.random.stateless_uniform(shape, _seed(rng), -limit, limit)
+
+
+def standard_normal(shape, rng):
+    return tf.random.stateless_normal(shape, _seed(rng))
+
+
+def _seed(rng):
+    # Stateless ops draw from a seed pair taken from the caller's numpy
+    # Generator, so one --seed fixes every initial value.
+    return tf.constant(rng.integers(0, 2 ** 31 - 1, size=2), dtype=tf.int32)
