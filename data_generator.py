@@ -52,6 +52,7 @@ class DataGenerator:
                 self._list_miniimagenet()
             self.dim_input = int(np.prod(self.img_size)) * self.channels
             self._images = {}  # class folder -> uint8 [files, h, w, c], decoded once
+            self._file_lists = {}  # class folder -> its sorted file names
         else:
             raise DataError('unknown datasource %r' % config.datasource)
 
@@ -124,13 +125,9 @@ class DataGenerator:
             self._file_lists[folder] = names
         return self._file_lists[folder]
 
-    _file_lists = None
-
     # -------------------------------------------------------------- tasks
     def task_list(self, train=True):
         """The reference's task sequence: each task a list of files, class-major."""
-        if self._file_lists is None:
-            self._file_lists = {}
         folders = self.folders(train)
         self._check_enough(folders, train)
         return TaskList(folders, self._files, self.num_classes, self.num_samples_per_class,

@@ -60,7 +60,7 @@ def test_golden_file(filename):
     elif kind == 'sinusoid_batches':
         check_sinusoid_batches(path)
     elif kind == 'tasks':
-        from test_golden_tasks import check_task_list
+        from golden_tasks import check_task_list
         check_task_list(path)
     else:
         pytest.fail('cannot interpret golden file %s: not a model step .npz (with config_name), '

@@ -1,0 +1,139 @@
+"""Checkpoints: reference names, crash safety, round trips. Each test one sentence."""
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import checkpoint
+from checkpoint import CheckpointError
+from conftest import require_data
+from config import Config
+from main import checkpoint_tensors
+from maml import MAML
+
+
+def _model(**overrides):
+    values = dict(datasource='omniglot', num_filters=4, norm='batch_norm')
+    values.update(overrides)
+    return MAML(Config(**values), 784, 5, seed=0)
+
+
+def _save(folder, iteration, model, state=None):
+    return checkpoint.save(str(folder), iteration,
+                           checkpoint_tensors(model, state or {'next_iteration': iteration + 1}))
+
+
+def test_checkpoints_hold_the_reference_names_and_the_adam_state(tmp_path):
+    model = _model()
+    prefix = _save(tmp_path, 1000, model)
+    names = set(tf.train.load_checkpoint(prefix).get_variable_to_shape_map())
+    assert {'model/conv1', 'model/Variable', 'model/Variable_3', 'model/w5', 'model/b5',
+            'model/0/beta', 'model/3/beta'} <= names
+    assert {'model/conv1/Adam_2', 'model/conv1/Adam_3', 'beta1_power_1', 'beta2_power_1',
+            'model/conv1/Adam', 'beta1_power', checkpoint.STATE_KEY} <= names
+
+
+def test_a_tf1_saver_restores_a_checkpoint_written_here(tmp_path):
+    model = _model()
+    prefix = _save(tmp_path, 1000, model)
+    expected = {n: v.numpy() for n, v in model._named_variables().items()}
+    with tf.Graph().as_default():
+        variables = {}
+        with tf.compat.v1.variable_scope('model'):
+            for name, value in expected.items():
+                variables[name] = tf.compat.v1.get_variable(
+                    name[len('model/'):], shape=value.shape, dtype=tf.float32)
+        saver = tf.compat.v1.train.Saver(variables)
+        with tf.compat.v1.Session() as sess:
+            saver.restore(sess, tf.train.latest_checkpoint(str(tmp_path)))
+            for name, var in variables.items():
+                np.testing.assert_array_equal(sess.run(var), expected[name])
+
+
+def test_the_adam_state_and_run_state_come_back_after_a_round_trip(tmp_path):
+    model = _model()
+    batch = [tf.random.uniform([2, 5, 784], seed=1), tf.random.uniform([2, 5, 784], seed=2),
+             tf.one_hot([[0, 1, 2, 3, 4]] * 2, 5), tf.one_hot([[0, 1, 2, 3, 4]] * 2, 5)]
+    model.metatrain_step(*batch)
+    _save(tmp_path, 7, model, {'next_iteration': 8, 'val_batches_used': 3})
+    other = _model()
+    iteration, prefix, contents = checkpoint.latest_readable(str(tmp_path))
+    entries = checkpoint_tensors(other, {})
+    del entries[checkpoint.STATE_KEY]
+    checkpoint.assign(entries, contents, prefix)
+    assert iteration == 7
+    assert checkpoint.decode_state(contents) == {'next_iteration': 8, 'val_batches_used': 3}
+    for (name, a), b in zip(checkpoint_tensors(model, {}).items(), entries.values()):
+        if name != checkpoint.STATE_KEY:
+            np.testing.assert_array_equal(np.asarray(a), b.numpy(), err_msg=name)
+    # Both continue identically.
+    model.metatrain_step(*batch)
+    other.metatrain_step(*batch)
+    for a, b in zip(model.trainable_variables, other.trainable_variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_a_save_killed_before_its_index_was_renamed_is_never_picked_up(tmp_path):
+    model = _model()
+    _save(tmp_path, 1000, model)
+    partial = _save(tmp_path / 'elsewhere', 2000, model)
+    # What a kill between the two renames leaves: the data file without its index.
+    for f in os.listdir(tmp_path / 'elsewhere'):
+        if f.startswith('model2000.data'):
+            shutil.copy(os.path.join(tmp_path / 'elsewhere', f), tmp_path / f)
+    os.makedirs(tmp_path / '.saving-model3000-x')
+    assert os.path.exists(partial + ".index")  # the same save completes elsewhere
+    assert checkpoint.latest_readable(str(tmp_path))[0] == 1000
+
+
+def test_a_corrupt_latest_checkpoint_is_skipped_for_the_previous_one(tmp_path):
+    model = _model()
+    _save(tmp_path, 1000, model)
+    _save(tmp_path, 2000, model)
+    with open(tmp_path / 'model2000.index', 'wb') as f:
+        f.write(b'\0' * 10)
+    warnings = []
+    found = checkpoint.latest_readable(str(tmp_path), warn=warnings.append)
+    assert found[0] == 1000
+    assert len(warnings) == 1 and 'model2000' in warnings[0]
+
+
+def test_only_the_last_ten_checkpoints_are_kept(tmp_path):
+    model = _model(num_filters=2)
+    for i in range(1, 13):
+        _save(tmp_path, i * 1000, model)
+    assert [i for i, _ in checkpoint.list_checkpoints(str(tmp_path))] == \
+        [i * 1000 for i in range(3, 13)]
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(('model1000.', 'model2000.'))]
+    with open(tmp_path / 'checkpoint') as f:
+        assert f.readline().strip() == 'model_checkpoint_path: "model12000"'
+
+
+def test_the_iteration_comes_from_the_file_name_even_under_a_folder_named_model(tmp_path):
+    folder = tmp_path / 'model7' / 'my_model_runs'
+    _save(folder, 3000, _model(num_filters=2))
+    assert checkpoint.latest_readable(str(folder))[0] == 3000
+
+
+def test_a_checkpoint_of_another_shape_names_the_variable_and_both_shapes(tmp_path):
+    prefix = _save(tmp_path, 1000, _model(num_filters=4))
+    other = _model(num_filters=8)
+    with pytest.raises(CheckpointError, match=r'model/conv1 has shape \[3, 3, 1, 4\] but these '
+                                              r'flags need \[3, 3, 1, 8\]'):
+        checkpoint.assign(other._named_variables(), checkpoint.read(prefix), prefix)
+
+
+def test_the_released_reference_checkpoint_loads_by_name(tmp_path):
+    folder, = require_data('checkpoints/miniimagenet1shot')
+    exp = 'cls_5.mbs_4.ubs_1.numstep5.updatelr0.01hidden32maxpoolbatchnorm'
+    shutil.copytree(folder, tmp_path / 'run')
+    config = Config(datasource='miniimagenet', meta_batch_size=4, update_batch_size=1,
+                    update_lr=0.01, num_updates=5, num_filters=32, max_pool=True, train=False)
+    assert config.exp_string == exp
+    model = MAML(config, 84 * 84 * 3, 5, seed=0)
+    iteration, prefix, contents = checkpoint.latest_readable(str(tmp_path / 'run' / exp))
+    assert iteration == 59000
+    checkpoint.assign(model._named_variables(), contents, prefix)
+    np.testing.assert_array_equal(model.weights['w5'].numpy(), contents['model/w5'])

@@ -1,0 +1,179 @@
+"""Behaviour of the MAML model beyond the golden files: each test one sentence."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from config import Config
+from maml import MAML
+
+
+def _sine_model(**overrides):
+    config = Config(datasource='sinusoid', norm='None', update_batch_size=5, update_lr=0.01,
+                    **overrides)
+    return MAML(config, 1, 1, seed=0), config
+
+
+def _sine_batch(tasks=3, k=5, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-5, 5, (tasks, 2 * k, 1)).astype(np.float32)
+    y = (rng.uniform(0.1, 5, (tasks, 1, 1)) * np.sin(x)).astype(np.float32)
+    return [tf.constant(v) for v in (x[:, :k], x[:, k:], y[:, :k], y[:, k:])]
+
+
+def _omniglot_model(norm, tasks=2, filters=4, **overrides):
+    config = Config(datasource='omniglot', norm=norm, num_filters=filters, update_batch_size=1,
+                    update_lr=0.4, **overrides)
+    model = MAML(config, 784, 5, seed=1)
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0, 1, (tasks, 10, 784)).astype(np.float32)
+    labels = np.eye(5, dtype=np.float32)[np.tile(np.arange(5), 2)]
+    y = np.broadcast_to(labels, (tasks, 10, 5)).copy()
+    return model, [tf.constant(v) for v in (x[:, :5], x[:, 5:], y[:, :5], y[:, 5:])]
+
+
+def test_one_inner_step_is_plain_gradient_descent_on_split_a():
+    model, config = _sine_model()
+    inputa, inputb, labela, labelb = _sine_batch(tasks=1)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(model.loss(model.forward(inputa, model.weights), labela))
+    grads = tape.gradient(loss, model.weights)
+    fast = {k: v - config.update_lr * grads[k] for k, v in model.weights.items()}
+    expected = model.loss(model.forward(inputb, fast), labelb)
+    res = model.evaluate(inputa, inputb, labela, labelb, 1)
+    np.testing.assert_allclose(res['lossesb'][0].numpy(), expected.numpy(), rtol=1e-6)
+
+
+def test_each_task_of_a_batch_adapts_as_if_it_were_alone():
+    model, batch = _omniglot_model('batch_norm', tasks=3)
+    together = model.evaluate(*batch, 2)
+    for t in range(3):
+        alone = model.evaluate(*[b[t:t + 1] for b in batch], 2)
+        for step in range(2):
+            np.testing.assert_allclose(together['outputbs'][step][t].numpy(),
+                                       alone['outputbs'][step][0].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_batch_norm_uses_the_statistics_of_the_batch_it_normalises():
+    model, (inputa, inputb, labela, labelb) = _omniglot_model('batch_norm')
+    # Scaling every input of a task scales the first conv's output, which the
+    # batch norm divides out again (up to its epsilon): the statistics are
+    # those of the batch being normalised, never stored running averages.
+    base = model.forward(inputa, model.weights).numpy()
+    scaled = model.forward(inputa * 3.0, model.weights).numpy()
+    np.testing.assert_allclose(base, scaled, rtol=0, atol=2e-2)
+    unnormalised, _ = _omniglot_model('None')
+    assert not np.allclose(unnormalised.forward(inputa, unnormalised.weights).numpy(),
+                           unnormalised.forward(inputa * 3.0, unnormalised.weights).numpy(),
+                           rtol=0, atol=2e-2)
+
+
+def test_normalisation_offsets_are_meta_learned_but_not_adapted_in_the_inner_loop():
+    model, batch = _omniglot_model('layer_norm')
+    assert not any(k.startswith(('beta', 'gamma')) for k in model.weights)
+    step = model.metatrain_step(*batch)
+    assert np.abs(step['metagrads']['model/0/beta'].numpy()).max() > 0
+    assert np.abs(step['metagrads']['model/0/gamma'].numpy()).max() > 0
+
+
+def test_stop_grad_makes_the_meta_gradient_first_order():
+    batch = _sine_batch()
+    first_order, _ = _sine_model(stop_grad=True)
+    second_order, _ = _sine_model()
+    g1 = first_order.metatrain_step(*batch)['metagrads']
+    g2 = second_order.metatrain_step(*batch)['metagrads']
+    # First order: the gradient of split b's loss at the fast weights.
+    model, config = _sine_model()
+    inputa, inputb, labela, labelb = batch
+    expected = {k: 0.0 for k in model.weights}
+    for t in range(3):
+        a, b, la, lb = inputa[t:t + 1], inputb[t:t + 1], labela[t:t + 1], labelb[t:t + 1]
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model.loss(model.forward(a, model.weights), la))
+        grads = tape.gradient(loss, model.weights)
+        fast = {k: tf.convert_to_tensor(v - config.update_lr * grads[k])
+                for k, v in model.weights.items()}
+        with tf.GradientTape() as tape:
+            tape.watch(list(fast.values()))
+            loss_b = tf.reduce_sum(model.loss(model.forward(b, fast), lb)) / 3.0
+        for k, g in tape.gradient(loss_b, fast).items():
+            expected[k] = expected[k] + g
+    for key, tf1_name in zip(model.weights, first_order._named_variables()):
+        np.testing.assert_allclose(g1[tf1_name].numpy(), expected[key].numpy(), rtol=1e-4,
+                                   atol=1e-7)
+    assert any(not np.allclose(g1[n].numpy(), g2[n].numpy(), rtol=1e-3, atol=1e-6) for n in g1)
+
+
+@pytest.mark.parametrize('norm', ['batch_norm', 'layer_norm', 'None'])
+def test_meta_gradient_of_the_conv_net_matches_finite_differences(norm):
+    # The second-order terms (through batch norm and the inner gradient) are exact.
+    config = Config(datasource='omniglot', norm=norm, num_filters=3, update_batch_size=1,
+                    update_lr=0.4, num_updates=2)
+    model = MAML(config, 784, 5, seed=3)
+    rng = np.random.default_rng(4)
+    x = tf.constant(rng.uniform(0, 1, (1, 10, 784)))
+    labels = tf.constant(np.eye(5)[None, np.tile(np.arange(5), 2)])
+    with tf.GradientTape() as tape:
+        objective = _objective_f64(model, config, x, labels, {})
+    w5 = model.weights['w5']
+    grad = tape.gradient(objective, w5)
+    eps = 1e-4
+    for index in [(0, 0), (1, 3), (2, 4)]:
+        delta = np.zeros(w5.shape)
+        delta[index] = eps
+        plus = _objective_f64(model, config, x, labels, {'w5': delta})
+        minus = _objective_f64(model, config, x, labels, {'w5': -delta})
+        numeric = (plus - minus) / (2 * eps)
+        np.testing.assert_allclose(grad[index].numpy(), numeric.numpy(), rtol=2e-3, atol=1e-6)
+
+
+def _objective_f64(model, config, x, labels, deltas):
+    """The meta-objective recomputed in float64 (for finite differences)."""
+    weights = {k: tf.cast(v, tf.float64) + deltas.get(k, 0.0) for k, v in model.weights.items()}
+    saved = model.norm_params
+    model.norm_params = {s: (None if p is None else {n: tf.cast(v, tf.float64) for n, v in p.items()})
+                         for s, p in saved.items()}
+    try:
+        fast = {k: v[None] for k, v in weights.items()}
+        for _ in range(config.num_updates):
+            with tf.GradientTape() as tape:
+                tape.watch(list(fast.values()))
+                loss = tf.reduce_sum(model.loss(model.forward(x[:, :5], fast), labels[:, :5]))
+            grads = tape.gradient(loss, fast)
+            fast = {k: fast[k] - config.update_lr * grads[k] for k in fast}
+        return tf.reduce_sum(model.loss(model.forward(x[:, 5:], fast), labels[:, 5:]))
+    finally:
+        model.norm_params = saved
+
+
+def test_variables_carry_the_reference_checkpoint_names_and_shapes():
+    config = Config(datasource='miniimagenet', num_filters=32, max_pool=True)
+    model = MAML(config, 84 * 84 * 3, 5, seed=0)
+    shapes = {n: v.shape.as_list() for n, v in model._named_variables().items()}
+    # The released 5-way 1-shot MiniImagenet checkpoint's variables.
+    assert shapes == {
+        'model/conv1': [3, 3, 3, 32], 'model/Variable': [32],
+        'model/conv2': [3, 3, 32, 32], 'model/Variable_1': [32],
+        'model/conv3': [3, 3, 32, 32], 'model/Variable_2': [32],
+        'model/conv4': [3, 3, 32, 32], 'model/Variable_3': [32],
+        'model/w5': [800, 5], 'model/b5': [5],
+        'model/0/beta': [32], 'model/1/beta': [32], 'model/2/beta': [32], 'model/3/beta': [32]}
+
+
+def test_initial_weights_follow_the_reference_initialisers():
+    model, _ = _omniglot_model('batch_norm', filters=64)
+    w5 = model.weights['w5'].numpy()
+    assert 0.7 < w5.std() < 1.3  # standard normal head for Omniglot
+    conv2 = model.weights['conv2'].numpy()
+    limit = np.sqrt(6.0 / (9 * 64 + 9 * 64))
+    assert np.abs(conv2).max() <= limit and np.abs(conv2).max() > 0.9 * limit  # Glorot uniform
+    sine, _ = _sine_model()
+    w2 = sine.weights['w2'].numpy()
+    assert np.abs(w2).max() <= 0.02 and 0.007 < w2.std() < 0.0095  # truncated normal, std 0.01
+    assert not np.any(sine.weights['b1'].numpy())
+
+
+def test_same_seed_gives_the_same_initial_weights():
+    a, _ = _sine_model()
+    b, _ = _sine_model()
+    for key in a.weights:
+        np.testing.assert_array_equal(a.weights[key].numpy(), b.weights[key].numpy())
