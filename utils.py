@@ -67,7 +67,10 @@ def batched_conv2d(x, kernel, strides):
         out = tf.nn.conv2d(tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], 0)),
                            kernel, strides, 'SAME')
         return tf.reshape(out, tf.concat([[t, n], tf.shape(out)[1:]], 0))
-    outs = [tf.nn.conv2d(x[i], kernel[i], strides, 'SAME') for i in range(x.shape[0])]
+    # unstack/stack rather than indexing: the gradient of x[i] is a full-size
+    # tensor per task, which made the backward pass quadratic in the tasks.
+    outs = [tf.nn.conv2d(xi, ki, strides, 'SAME')
+            for xi, ki in zip(tf.unstack(x), tf.unstack(kernel))]
     return tf.stack(outs)
 
 
