@@ -106,11 +106,11 @@ def sinusoid_batches(config, data_generator, train):
 
 
 def image_batches(config, data_generator, train, seed, start=0):
-    """(inputa, inputb, labela, labelb) from the data set's tf.data pipeline, batch `start` on."""
+    """(inputa, inputb, labela, labelb) from the data set's prefetched batches, batch `start` on."""
     num_a = data_generator.num_classes * config.update_batch_size
-    dataset = data_generator.dataset(train, seed=seed, start=start).map(
-        lambda x, y: (x[:, :num_a], x[:, num_a:], y[:, :num_a], y[:, num_a:]))
-    return iter(dataset)
+    for images, labels in data_generator.batches(train, seed=seed, start=start):
+        yield (tf.constant(images[:, :num_a]), tf.constant(images[:, num_a:]),
+               tf.constant(labels[:, :num_a]), tf.constant(labels[:, num_a:]))
 
 
 # -------------------------------------------------------------- checkpoints

@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import REPO_ROOT, require_data
 from config import Config
-from data_generator import DataError, DataGenerator
+from data_generator import DataError, DataGenerator, Prefetcher
 
 
 # ------------------------------------------------------------------ sinusoid
@@ -98,11 +98,11 @@ def test_a_batch_depends_only_on_its_position_and_seed(tmp_path):
     np.testing.assert_array_equal(late[1], again[1])
 
 
-def test_the_dataset_yields_float_batches_of_the_configured_shape(tmp_path):
+def test_prefetched_batches_are_floats_of_the_configured_shape(tmp_path):
     generator = _omniglot(_make_omniglot_tree(str(tmp_path)))
-    images, labels = next(iter(generator.dataset(train=True, seed=[0])))
+    images, labels = next(generator.batches(train=True, seed=[0]))
     assert images.shape == (2, 12, 784) and labels.shape == (2, 12, 3)
-    assert 0.0 <= float(images.numpy().min()) and float(images.numpy().max()) <= 1.0
+    assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0
 
 
 def test_miniimagenet_training_draws_fifteen_queries_per_class(tmp_path):
@@ -116,7 +116,7 @@ def test_miniimagenet_training_draws_fifteen_queries_per_class(tmp_path):
     config = Config(datasource='miniimagenet', update_batch_size=1, data_folder=root)
     assert config.num_samples_per_class == 16
     generator = DataGenerator(config.num_samples_per_class, 1, config)
-    images, labels = next(iter(generator.dataset(train=True, seed=[0])))
+    images, labels = next(generator.batches(train=True, seed=[0]))
     assert images.shape == (1, 80, 84 * 84 * 3) and labels.shape == (1, 80, 5)
     test_config = Config(datasource='miniimagenet', update_batch_size=1, train=False)
     assert test_config.num_samples_per_class == 2
@@ -177,8 +177,19 @@ def test_real_omniglot_characters_load_as_binary_inverted_28x28_images(tmp_path)
                    check=True, stdout=subprocess.DEVNULL)
     generator = _omniglot(str(out), num_classes=5, update_batch_size=1)
     assert len(generator.metatrain_character_folders) == 24 + 40
-    images, _ = next(iter(generator.dataset(train=True, seed=[0])))
-    values = np.unique(images.numpy())
+    images, _ = next(generator.batches(train=True, seed=[0]))
+    values = np.unique(images)
     assert set(values.tolist()) == {0.0, 1.0}
     # Strokes are dark on white in the originals: after inversion most pixels are 0.
-    assert images.numpy().mean() < 0.3
+    assert images.mean() < 0.3
+
+
+def test_an_error_in_the_background_thread_reaches_the_consumer_at_its_batch():
+    def produce(index):
+        if index == 3:
+            raise DataError('image 3 is broken')
+        return index
+    batches = Prefetcher(produce, start=1, depth=2)
+    assert [next(batches), next(batches)] == [1, 2]
+    with pytest.raises(DataError, match='image 3 is broken'):
+        next(batches)

@@ -1,0 +1,93 @@
+"""Compare two test results side by side, e.g. this port against the original program.
+
+Usage:
+  python compare.py RESULT_A RESULT_B [--names port reference] [--alpha 0.05]
+
+Each RESULT is a `test_ubs*_stepsize*.pkl` written by `main.py --train=False`
+(by this port or by the original TF1 program: both write `{'mses': [600, steps+1]}`),
+or the experiment folder holding exactly one such file. For every column
+(update0 = before adaptation, updatej = after j inner steps) it prints both
+means +- 95% CI (1.96 std / sqrt(n), as main.py reports them), their
+difference, and Welch's two-sample t-test (the tasks of the two runs are drawn
+independently), saying whether the two differ at the chosen level.
+"""
+import argparse
+import glob
+import os
+import pickle
+import sys
+
+import numpy as np
+from scipy import stats
+
+
+class CompareError(ValueError):
+    pass
+
+
+def load_result(path):
+    """The [tasks, steps+1] array of a test result (.pkl, or a folder with one)."""
+    if os.path.isdir(path):
+        found = sorted(glob.glob(os.path.join(path, 'test_*.pkl')))
+        if len(found) != 1:
+            raise CompareError('%s holds %d test_*.pkl files (%s): name the one to compare'
+                               % (path, len(found), ', '.join(os.path.basename(f) for f in found)
+                                  or 'none'))
+        path = found[0]
+    try:
+        with open(path, 'rb') as f:
+            result = pickle.load(f, encoding='latin1')  # latin1 reads Python 2 pickles too
+    except (OSError, pickle.UnpicklingError, EOFError) as e:
+        raise CompareError('cannot read %s (%s)' % (path, e))
+    if not isinstance(result, dict) or 'mses' not in result:
+        raise CompareError("%s is not a test result: expected a dict with key 'mses'" % path)
+    values = np.asarray(result['mses'], dtype=np.float64)
+    if values.ndim != 2:
+        raise CompareError('%s: mses has shape %s, expected [tasks, steps+1]' % (path, values.shape))
+    return values
+
+
+def compare(a, b, alpha=0.05):
+    """Rows of (step, mean_a, ci_a, mean_b, ci_b, difference, p-value, differ)."""
+    rows = []
+    for step in range(min(a.shape[1], b.shape[1])):
+        x, y = a[:, step], b[:, step]
+        ci_x = 1.96 * x.std() / np.sqrt(len(x))
+        ci_y = 1.96 * y.std() / np.sqrt(len(y))
+        if x.std() == 0 and y.std() == 0:
+            p = 1.0 if x.mean() == y.mean() else 0.0
+        else:
+            p = float(stats.ttest_ind(x, y, equal_var=False).pvalue)
+        rows.append((step, x.mean(), ci_x, y.mean(), ci_y, x.mean() - y.mean(), p, p < alpha))
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('result_a')
+    parser.add_argument('result_b')
+    parser.add_argument('--names', nargs=2, default=['A', 'B'])
+    parser.add_argument('--alpha', type=float, default=0.05)
+    args = parser.parse_args(argv)
+    try:
+        a, b = load_result(args.result_a), load_result(args.result_b)
+    except CompareError as e:
+        print('error: %s' % e, file=sys.stderr)
+        return 2
+    name_a, name_b = args.names
+    print('%s: %s (%d tasks)' % (name_a, args.result_a, a.shape[0]))
+    print('%s: %s (%d tasks)' % (name_b, args.result_b, b.shape[0]))
+    if a.shape[1] != b.shape[1]:
+        print('note: %d vs %d columns; comparing the first %d'
+              % (a.shape[1], b.shape[1], min(a.shape[1], b.shape[1])))
+    print('| step | %s mean +- 95%% CI | %s mean +- 95%% CI | difference | Welch p | differ at %g? |'
+          % (name_a, name_b, args.alpha))
+    print('|---|---|---|---|---|---|')
+    for step, ma, ca, mb, cb, diff, p, differ in compare(a, b, args.alpha):
+        print('| update%d | %.4f +- %.4f | %.4f +- %.4f | %+.4f | %.3g | %s |'
+              % (step, ma, ca, mb, cb, diff, p, 'yes' if differ else 'no'))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
