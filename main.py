@@ -108,9 +108,10 @@ def sinusoid_batches(config, data_generator, train):
 def image_batches(config, data_generator, train, seed, start=0):
     """(inputa, inputb, labela, labelb) from the data set's prefetched batches, batch `start` on."""
     num_a = data_generator.num_classes * config.update_batch_size
-    for images, labels in data_generator.batches(train, seed=seed, start=start):
-        yield (tf.constant(images[:, :num_a]), tf.constant(images[:, num_a:]),
-               tf.constant(labels[:, :num_a]), tf.constant(labels[:, num_a:]))
+    batches = data_generator.batches(train, seed=seed, start=start)  # loads the images now
+    return ((tf.constant(images[:, :num_a]), tf.constant(images[:, num_a:]),
+             tf.constant(labels[:, :num_a]), tf.constant(labels[:, num_a:]))
+            for images, labels in batches)
 
 
 # -------------------------------------------------------------- checkpoints

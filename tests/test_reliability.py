@@ -156,3 +156,44 @@ def test_the_same_seed_gives_identical_runs(tmp_path):
     wa, wb = final_weights(a, 1000), final_weights(b, 1000)
     for name in wa:
         np.testing.assert_array_equal(wa[name], wb[name])
+
+
+def _tiny_miniimagenet(root, classes=6, images=16):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for split in ('train', 'val'):
+        for c in range(classes):
+            folder = os.path.join(root, split, 'n%08d' % c)
+            os.makedirs(folder)
+            for i in range(images):
+                pixels = rng.integers(0, 255, (84, 84, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(os.path.join(folder, '%04d.jpg' % i))
+    return root
+
+
+def test_an_interrupted_image_run_resumes_with_the_same_batches(tmp_path):
+    data = _tiny_miniimagenet(str(tmp_path / 'data'))
+    args = ['--datasource=miniimagenet', '--num_filters=2', '--meta_batch_size=2',
+            '--update_batch_size=1', '--update_lr=0.01', '--max_pool=True', '--seed=3',
+            '--metatrain_iterations=120', '--data_folder=' + data]
+    exp = 'cls_5.mbs_2.ubs_1.numstep1.updatelr0.01hidden2maxpoolbatchnorm'
+    whole, parts = str(tmp_path / 'whole'), str(tmp_path / 'parts')
+    run_main(args + ['--logdir=' + whole])
+    proc = subprocess.Popen([sys.executable, MAIN] + args + ['--logdir=' + parts],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=REPO_ROOT)
+    line = proc.stdout.readline()
+    while line and not line.startswith('Done initializing'):
+        line = proc.stdout.readline()
+    time.sleep(8)  # well into training
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and 'Interrupted after iteration' in out, err[-2000:]
+    stopped = int(out.split('Interrupted after iteration ')[1].split(':')[0])
+    assert stopped < 119
+    run_main(args + ['--logdir=' + parts])
+    a = tf.train.load_checkpoint(os.path.join(whole, exp, 'model119'))
+    b = tf.train.load_checkpoint(os.path.join(parts, exp, 'model119'))
+    for name in a.get_variable_to_shape_map():
+        if name.startswith('model/'):
+            np.testing.assert_array_equal(a.get_tensor(name), b.get_tensor(name), err_msg=name)

@@ -1,0 +1,157 @@
+"""Speed and memory of meta-training, per configuration of the paper.
+
+Usage:
+  python bench/benchmark.py                      # every configuration, markdown table
+  python bench/benchmark.py --configs sinusoid omniglot5 --windows 5
+  python bench/benchmark.py --omniglot_folder data/omniglot_resized   # adds start-up on real data
+
+Each configuration runs in a fresh process (so peak memory is its own): it
+builds the model, warms up (tracing plus a few steps), then times several
+windows of meta-training iterations and reports the median iterations/s.
+Sinusoid batches come from the real generator (the data cost is part of an
+iteration, as in training); image batches are random tensors of the right shape
+(the input pipeline runs ahead in a background thread during real training).
+With --omniglot_folder, start-up is the time from launching main.py on the
+full Omniglot data until it prints 'Done initializing, starting training.',
+and until its first iteration is done.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+# name: (reference usage line's flags, dim_input, queries per class in split b)
+CONFIGS = {
+    'sinusoid': (dict(datasource='sinusoid', norm='None', update_batch_size=10,
+                      meta_batch_size=25, num_updates=1), 1, None),
+    'omniglot5': (dict(datasource='omniglot', num_classes=5, meta_batch_size=32,
+                       update_batch_size=1, update_lr=0.4, num_updates=1), 784, 1),
+    'omniglot20': (dict(datasource='omniglot', num_classes=20, meta_batch_size=16,
+                        update_batch_size=1, update_lr=0.1, num_updates=5), 784, 1),
+    'miniimagenet': (dict(datasource='miniimagenet', num_classes=5, meta_batch_size=4,
+                          update_batch_size=1, update_lr=0.01, num_updates=5, num_filters=32,
+                          max_pool=True), 84 * 84 * 3, 15),
+}
+
+
+def measure(name, first_order, windows, min_window_seconds):
+    import numpy as np
+    import tensorflow as tf
+
+    from config import Config
+    from data_generator import DataGenerator
+    from maml import MAML
+
+    flags, dim_input, queries = CONFIGS[name]
+    config = Config(stop_grad=first_order, **flags)
+    if config.datasource == 'sinusoid':
+        from main import sinusoid_batches
+        generator = DataGenerator(config.num_samples_per_class, config.meta_batch_size, config)
+        batches = sinusoid_batches(config, generator, train=True)
+        model = MAML(config, 1, 1, seed=0)
+    else:
+        n, k, b = config.num_classes, config.update_batch_size, config.meta_batch_size
+        rng = np.random.default_rng(0)
+        labels = np.eye(n, dtype=np.float32)
+        fixed = [tf.constant(rng.uniform(size=(b, n * k, dim_input)).astype(np.float32)),
+                 tf.constant(rng.uniform(size=(b, n * queries, dim_input)).astype(np.float32)),
+                 tf.constant(np.broadcast_to(np.tile(labels, (k, 1)), (b, n * k, n)).copy()),
+                 tf.constant(np.broadcast_to(np.tile(labels, (queries, 1)),
+                                             (b, n * queries, n)).copy())]
+        batches = iter(lambda: fixed, None)
+        model = MAML(config, dim_input, n, seed=0)
+
+    start = time.perf_counter()
+    float(model.metatrain_step(*next(batches))['objective'])
+    trace_seconds = time.perf_counter() - start
+    for _ in range(2):
+        float(model.metatrain_step(*next(batches))['objective'])
+    # Size a window to last at least min_window_seconds.
+    start, count = time.perf_counter(), 0
+    while time.perf_counter() - start < min_window_seconds / 2:
+        float(model.metatrain_step(*next(batches))['objective'])
+        count += 1
+    per_window = max(1, int(count * min_window_seconds / (time.perf_counter() - start)))
+    rates = []
+    for _ in range(windows):
+        start = time.perf_counter()
+        for _ in range(per_window):
+            float(model.metatrain_step(*next(batches))['objective'])
+        rates.append(per_window / (time.perf_counter() - start))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return {'config': name, 'order': 1 if first_order else 2, 'it_per_s': float(np.median(rates)),
+            'windows': [round(r, 2) for r in rates], 'iterations_per_window': per_window,
+            'first_step_s': trace_seconds, 'peak_rss_mb': peak_mb}
+
+
+def startup(omniglot_folder, logdir):
+    """Seconds from launch to 'Done initializing' and to the first iteration, on full Omniglot."""
+    args = [sys.executable, '-u', os.path.join(REPO, 'main.py'), '--datasource=omniglot',
+            '--metatrain_iterations=2', '--meta_batch_size=32', '--update_batch_size=1',
+            '--update_lr=0.4', '--num_updates=1', '--log=False', '--resume=False',
+            '--data_folder=' + omniglot_folder, '--logdir=' + logdir]
+    start = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    initialised = None
+    for line in proc.stdout:
+        if line.startswith('Done initializing') and initialised is None:
+            initialised = time.perf_counter() - start
+    proc.wait()
+    total = time.perf_counter() - start
+    return initialised, total
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--configs', nargs='+', default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument('--orders', nargs='+', type=int, default=[2, 1], choices=[1, 2])
+    parser.add_argument('--windows', type=int, default=5)
+    parser.add_argument('--min_window_seconds', type=float, default=4.0)
+    parser.add_argument('--omniglot_folder', default=None)
+    parser.add_argument('--one', nargs=2, metavar=('CONFIG', 'ORDER'), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.one:  # child process: measure one configuration, print JSON
+        result = measure(args.one[0], args.one[1] == '1', args.windows, args.min_window_seconds)
+        print('RESULT ' + json.dumps(result))
+        return
+
+    import platform
+    print('# Benchmark, %s, %s, %d CPUs' % (time.strftime('%Y-%m-%d'), platform.machine(),
+                                          os.cpu_count()))
+    print('command: python bench/benchmark.py ' + ' '.join(sys.argv[1:]))
+    print()
+    print('| config | order | it/s (median) | windows it/s | first step incl. tracing (s) | peak RSS (MB) |')
+    print('|---|---|---|---|---|---|')
+    for name in args.configs:
+        for order in args.orders:
+            out = subprocess.run([sys.executable, __file__, '--one', name, str(order),
+                                  '--windows', str(args.windows),
+                                  '--min_window_seconds', str(args.min_window_seconds)],
+                                 capture_output=True, text=True)
+            lines = [l for l in out.stdout.splitlines() if l.startswith('RESULT ')]
+            if not lines:
+                print('| %s | %d | failed: %s |' % (name, order, out.stderr.strip()[-300:]))
+                continue
+            r = json.loads(lines[0][len('RESULT '):])
+            print('| %s | %d | %.2f | %s | %.1f | %.0f |' % (
+                name, order, r['it_per_s'], ', '.join('%.2f' % w for w in r['windows']),
+                r['first_step_s'], r['peak_rss_mb']), flush=True)
+    if args.omniglot_folder:
+        import tempfile
+        with tempfile.TemporaryDirectory() as logdir:
+            initialised, total = startup(args.omniglot_folder, logdir)
+        print()
+        print('Start-up on full Omniglot (%s): %.1f s to "Done initializing", %.1f s for the '
+              'whole 2-iteration run (tracing included).' % (args.omniglot_folder, initialised or -1,
+                                                             total))
+
+
+if __name__ == '__main__':
+    main()
