@@ -19,6 +19,10 @@ import signal
 import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # keep TensorFlow's start-up notices quiet
+# oneDNN's CPU kernels: about twice as fast on the MiniImagenet network on 2
+# cores (measured; not on by default in every TensorFlow build). The golden
+# parity tests pass with it. TF_ENABLE_ONEDNN_OPTS=0 turns it off.
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
 
 import numpy as np
 import tensorflow as tf
