@@ -318,7 +318,9 @@ def train(config, model, data_generator, exp_dir, resume_itr=0, state=None):
     if itr >= resume_itr:
         save(itr)
     else:
-        print('Nothing to train: the checkpoint is at iteration %d of %d.' % (resume_itr, total))
+        print('Nothing to train: the checkpoint in %s is already at iteration %d of %d (a '
+              'finished run with the same experiment name: use another --logdir, or '
+              '--resume=False to start afresh).' % (exp_dir, resume_itr, total))
     return 0
 
 
