@@ -119,12 +119,17 @@ def image_batches(config, data_generator, train, seed, start=0):
 
 
 # -------------------------------------------------------------- checkpoints
+def optimizer_variables(model):
+    """Both Adam optimisers' variables, by the names TF1 gave them: the reference
+    built the pretraining optimiser first (Adam, Adam_1), the meta-training one second."""
+    variables = model.pretrain_optimizer.state(('Adam', 'Adam_1'), '')
+    variables.update(model.metatrain_optimizer.state(('Adam_2', 'Adam_3'), '_1'))
+    return variables
+
+
 def checkpoint_tensors(model, state):
-    tensors = dict(model._named_variables())
-    # Slot names as TF1 gave them: the reference built the pretraining
-    # optimiser first (Adam, Adam_1), the meta-training one second.
-    tensors.update(model.pretrain_optimizer.state(('Adam', 'Adam_1'), ''))
-    tensors.update(model.metatrain_optimizer.state(('Adam_2', 'Adam_3'), '_1'))
+    tensors = dict(model.named_variables())
+    tensors.update(optimizer_variables(model))
     tensors[checkpoint.STATE_KEY] = checkpoint.encode_state(state)
     return tensors
 
@@ -155,15 +160,13 @@ def restore(config, model, found):
     iteration, prefix, contents = found
     print('Restoring model weights from ' + prefix)
     hint = ' (check the flags against the experiment name %s)' % config.exp_string
-    checkpoint.assign(model._named_variables(), contents, prefix, hint)
+    checkpoint.assign(model.named_variables(), contents, prefix, hint)
     state = checkpoint.decode_state(contents)
     if not config.train or state is None:
         # The reference's checkpoints hold only the weights: it resumed at the
         # saved iteration with a fresh optimiser.
         return iteration, None
-    optimizer_state = {k: v for k, v in checkpoint_tensors(model, state).items()
-                       if k not in model._named_variables() and k != checkpoint.STATE_KEY}
-    checkpoint.assign(optimizer_state, contents, prefix, hint)
+    checkpoint.assign(optimizer_variables(model), contents, prefix, hint)
     return state['next_iteration'], state
 
 

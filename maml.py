@@ -40,8 +40,8 @@ class MAML:
         self.norm_params = self._construct_norm_params(norm_scopes, norm_sizes)
         self.norm_scopes = norm_scopes
         self.variables = list(self.tf1_names)
-        self.pretrain_optimizer = Adam(self._named_variables(), config.meta_lr)
-        self.metatrain_optimizer = Adam(self._named_variables(), config.meta_lr)
+        self.pretrain_optimizer = Adam(self.named_variables(), config.meta_lr)
+        self.metatrain_optimizer = Adam(self.named_variables(), config.meta_lr)
         self.metatrain_step = tf.function(self._metatrain_step)
         self.pretrain_step = tf.function(self._pretrain_step)
         self.evaluate = tf.function(self._evaluate)
@@ -103,7 +103,7 @@ class MAML:
                     'gamma', tf.ones([size]), 'model/%s/gamma' % scope)
         return params
 
-    def _named_variables(self):
+    def named_variables(self):
         """Every trainable variable by its reference checkpoint name, in creation order."""
         return {self.tf1_names[ref]: ref.deref() for ref in self.variables}
 

@@ -51,7 +51,7 @@ def _restored_model(exp_dir):
     if found is None:
         sys.exit('error: no checkpoint in %s' % exp_dir)
     model = MAML(config, 1, 1, seed=0)
-    checkpoint.assign(model._named_variables(), found[2], found[1])
+    checkpoint.assign(model.named_variables(), found[2], found[1])
     return model, config
 
 

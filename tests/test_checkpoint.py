@@ -10,7 +10,7 @@ import checkpoint
 from checkpoint import CheckpointError
 from conftest import require_data
 from config import Config
-from main import checkpoint_tensors
+from main import checkpoint_tensors, optimizer_variables
 from maml import MAML
 
 
@@ -38,7 +38,7 @@ def test_checkpoints_hold_the_reference_names_and_the_adam_state(tmp_path):
 def test_a_tf1_saver_restores_a_checkpoint_written_here(tmp_path):
     model = _model()
     prefix = _save(tmp_path, 1000, model)
-    expected = {n: v.numpy() for n, v in model._named_variables().items()}
+    expected = {n: v.numpy() for n, v in model.named_variables().items()}
     with tf.Graph().as_default():
         variables = {}
         with tf.compat.v1.variable_scope('model'):
@@ -60,8 +60,8 @@ def test_the_adam_state_and_run_state_come_back_after_a_round_trip(tmp_path):
     _save(tmp_path, 7, model, {'next_iteration': 8, 'val_batches_used': 3})
     other = _model()
     iteration, prefix, contents = checkpoint.latest_readable(str(tmp_path))
-    entries = checkpoint_tensors(other, {})
-    del entries[checkpoint.STATE_KEY]
+    entries = dict(other.named_variables())
+    entries.update(optimizer_variables(other))
     checkpoint.assign(entries, contents, prefix)
     assert iteration == 7
     assert checkpoint.decode_state(contents) == {'next_iteration': 8, 'val_batches_used': 3}
@@ -122,7 +122,7 @@ def test_a_checkpoint_of_another_shape_names_the_variable_and_both_shapes(tmp_pa
     other = _model(num_filters=8)
     with pytest.raises(CheckpointError, match=r'model/conv1 has shape \[3, 3, 1, 4\] but these '
                                               r'flags need \[3, 3, 1, 8\]'):
-        checkpoint.assign(other._named_variables(), checkpoint.read(prefix), prefix)
+        checkpoint.assign(other.named_variables(), checkpoint.read(prefix), prefix)
 
 
 def test_the_released_reference_checkpoint_loads_by_name(tmp_path):
@@ -135,5 +135,5 @@ def test_the_released_reference_checkpoint_loads_by_name(tmp_path):
     model = MAML(config, 84 * 84 * 3, 5, seed=0)
     iteration, prefix, contents = checkpoint.latest_readable(str(tmp_path / 'run' / exp))
     assert iteration == 59000
-    checkpoint.assign(model._named_variables(), contents, prefix)
+    checkpoint.assign(model.named_variables(), contents, prefix)
     np.testing.assert_array_equal(model.weights['w5'].numpy(), contents['model/w5'])

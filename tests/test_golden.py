@@ -92,7 +92,7 @@ def check_model_step(path):
 
     # Load the initial values by the reference's names; the model must have
     # exactly the reference's variables.
-    named = model._named_variables()
+    named = model.named_variables()
     var_names = [str(n) for n in np.atleast_1d(z['var_names'])]
     if len(var_names) == 1 and '[' in var_names[0]:
         var_names = re.findall(r"'([^']+)'", var_names[0])

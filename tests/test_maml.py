@@ -97,7 +97,7 @@ def test_stop_grad_makes_the_meta_gradient_first_order():
             loss_b = tf.reduce_sum(model.loss(model.forward(b, fast), lb)) / 3.0
         for k, g in tape.gradient(loss_b, fast).items():
             expected[k] = expected[k] + g
-    for key, tf1_name in zip(model.weights, first_order._named_variables()):
+    for key, tf1_name in zip(model.weights, first_order.named_variables()):
         np.testing.assert_allclose(g1[tf1_name].numpy(), expected[key].numpy(), rtol=1e-4,
                                    atol=1e-7)
     assert any(not np.allclose(g1[n].numpy(), g2[n].numpy(), rtol=1e-3, atol=1e-6) for n in g1)
@@ -148,7 +148,7 @@ def _objective_f64(model, config, x, labels, deltas):
 def test_variables_carry_the_reference_checkpoint_names_and_shapes():
     config = Config(datasource='miniimagenet', num_filters=32, max_pool=True)
     model = MAML(config, 84 * 84 * 3, 5, seed=0)
-    shapes = {n: v.shape.as_list() for n, v in model._named_variables().items()}
+    shapes = {n: v.shape.as_list() for n, v in model.named_variables().items()}
     # The released 5-way 1-shot MiniImagenet checkpoint's variables.
     assert shapes == {
         'model/conv1': [3, 3, 3, 32], 'model/Variable': [32],
