@@ -43,6 +43,7 @@ class Config:
     # New flags.
     data_folder: Optional[str] = None  # default: the reference's ./data/... folder
     seed: Optional[int] = None         # None keeps the reference's unseeded behaviour
+    xla: bool = True                   # compile the fully connected nets' steps with XLA
 
     def validate(self):
         if self.datasource not in DATASOURCES:

@@ -71,6 +71,7 @@ flags.DEFINE_float('train_update_lr', -1, 'value of inner gradient step step dur
 
 ## New in this port
 flags.DEFINE_string('data_folder', None, 'where the prepared data set lives (default ./data/omniglot_resized, or ./data/miniImagenet holding train/ val/ test/)')
+flags.DEFINE_bool('xla', True, 'compile the steps of the fully connected nets (sinusoid, --conv=False) with XLA; --xla=False where XLA is unavailable')
 flags.DEFINE_integer('seed', None, 'seed numpy, random and TensorFlow for a repeatable run (unset: unseeded, as the reference)')
 
 
