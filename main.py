@@ -329,10 +329,9 @@ def train(config, model, data_generator, exp_dir, resume_itr=0, state=None):
 
 
 # -------------------------------------------------------------------- test
-def test(config, model, exp_dir):
+def test(config, model, data_generator, exp_dir):
     np.random.seed(1)
     random.seed(1)
-    data_generator = DataGenerator(config.num_samples_per_class, 1, config)
     if config.datasource == 'sinusoid':
         batches = sinusoid_batches(config, data_generator, train=False)
     else:
@@ -385,14 +384,10 @@ def run(config):
         np.random.seed(config.seed)
         random.seed(config.seed)
         tf.random.set_seed(config.seed)
-    if config.train:
-        data_generator = DataGenerator(config.num_samples_per_class, config.meta_batch_size, config)
-        dim_input = data_generator.dim_input
-    else:
-        data_generator = None
-        dim_input = DataGenerator(config.num_samples_per_class, 1, config).dim_input
-    if config.baseline == 'oracle':
-        dim_input = 3
+    # Testing always uses meta-batches of one task, as in the reference.
+    data_generator = DataGenerator(config.num_samples_per_class,
+                                   config.meta_batch_size if config.train else 1, config)
+    dim_input = 3 if config.baseline == 'oracle' else data_generator.dim_input
     dim_output = config.num_classes if config.classification else 1
 
     exp_dir = os.path.join(config.logdir, config.exp_string)
@@ -412,7 +407,7 @@ def run(config):
 
     if config.train:
         return train(config, model, data_generator, exp_dir, resume_itr, state)
-    return test(config, model, exp_dir)
+    return test(config, model, data_generator, exp_dir)
 
 
 def main(argv):

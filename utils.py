@@ -7,7 +7,6 @@ whole meta-batch runs as one set of ops while each task sees only its own data.
 import numpy as np
 import tensorflow as tf
 
-NORMS = ('batch_norm', 'layer_norm', 'None')
 BATCH_NORM_EPSILON = 1e-3   # tf.contrib.layers.batch_norm's default
 LAYER_NORM_EPSILON = 1e-12  # tf.contrib.layers.layer_norm's default
 
