@@ -235,23 +235,15 @@ class Prefetcher:
 
     def __init__(self, produce, start, depth):
         self._queue = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(produce, start), daemon=True)
-        self._thread.start()
+        # A daemon thread: it blocks on the full queue and ends with the process.
+        threading.Thread(target=self._run, args=(produce, start), daemon=True).start()
 
     def _run(self, produce, index):
-        while not self._stop.is_set():
+        while True:
             try:
-                item = (produce(index), None)
+                self._queue.put((produce(index), None))
             except Exception as e:  # handed to the consumer, never lost
-                item = (None, e)
-            while not self._stop.is_set():
-                try:
-                    self._queue.put(item, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if item[1] is not None:
+                self._queue.put((None, e))
                 return
             index += 1
 
@@ -263,9 +255,6 @@ class Prefetcher:
         if error is not None:
             raise error
         return batch
-
-    def close(self):
-        self._stop.set()
 
 
 class TaskList:
