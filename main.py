@@ -72,6 +72,8 @@ flags.DEFINE_float('train_update_lr', -1, 'value of inner gradient step step dur
 ## New in this port
 flags.DEFINE_string('data_folder', None, 'where the prepared data set lives (default ./data/omniglot_resized, or ./data/miniImagenet holding train/ val/ test/)')
 flags.DEFINE_bool('xla', True, 'compile the steps of the fully connected nets (sinusoid, --conv=False) with XLA; --xla=False where XLA is unavailable')
+flags.DEFINE_integer('inter_op_threads', -1, 'TensorFlow ops run side by side (0: TensorFlow\'s default; -1: chosen per configuration, see Config.thread_settings)')
+flags.DEFINE_integer('intra_op_threads', -1, 'threads within one op (0: TensorFlow\'s default; -1: chosen per configuration)')
 flags.DEFINE_integer('seed', None, 'seed numpy, random and TensorFlow for a repeatable run (unset: unseeded, as the reference)')
 
 
@@ -82,6 +84,15 @@ NUM_TEST_POINTS = 600
 
 class TrainingStopped(RuntimeError):
     """Training cannot go on (a non-finite loss); the message says where."""
+
+
+def set_threads(config):
+    """Apply config.thread_settings; must run before TensorFlow executes any op."""
+    inter, intra = config.thread_settings(os.cpu_count() or 1)
+    if tf.config.list_physical_devices('GPU'):
+        return  # the settings are tuned for CPU-only runs
+    tf.config.threading.set_inter_op_parallelism_threads(inter)
+    tf.config.threading.set_intra_op_parallelism_threads(intra)
 
 
 def config_from_flags():
@@ -414,7 +425,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError('unexpected arguments: %s' % ' '.join(argv[1:]))
     try:
-        return run(config_from_flags())
+        config = config_from_flags()
+        set_threads(config)
+        return run(config)
     except (ConfigError, DataError, CheckpointError, TrainingStopped) as e:
         print('error: %s' % e, file=sys.stderr)
         return 1

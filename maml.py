@@ -116,14 +116,16 @@ class MAML:
         return [ref.deref() for ref in self.variables]
 
     # ---------------------------------------------------------------- forward
-    def forward(self, inp, weights):
+    def forward(self, inp, weights, identical_tasks=False):
         """inp [tasks, examples, dim_input] -> logits or predictions [tasks, examples, dim_output].
 
         weights: dict of shared tensors (the variables) or of per-task tensors
-        with a leading task axis (fast weights).
+        with a leading task axis (fast weights). identical_tasks: the per-task
+        weights are still copies of one set (before the first inner step), so
+        convolutions may run on the whole meta-batch at once.
         """
         if self.classification and self.config.conv:
-            return self._forward_conv(inp, weights)
+            return self._forward_conv(inp, weights, identical_tasks)
         return self._forward_fc(inp, weights)
 
     def _forward_fc(self, inp, weights):
@@ -134,13 +136,14 @@ class MAML:
         last = len(self.norm_scopes) + 1
         return batched_dense(hidden, weights['w%d' % last], weights['b%d' % last])
 
-    def _forward_conv(self, inp, weights):
+    def _forward_conv(self, inp, weights, identical_tasks=False):
         shape = tf.shape(inp)
         hidden = tf.reshape(inp, tf.concat(
             [shape[:2], [self.img_size, self.img_size, self.channels]], 0))
         for i, scope in enumerate(self.norm_scopes):
             hidden = conv_block(hidden, weights['conv%d' % (i + 1)], weights['b%d' % (i + 1)],
-                                self.config.norm, self.norm_params[scope], self.config.max_pool)
+                                self.config.norm, self.norm_params[scope], self.config.max_pool,
+                                identical_tasks)
         if self.config.datasource == 'miniimagenet':
             hidden = tf.reshape(hidden, tf.concat([shape[:2], [-1]], 0))
         else:
@@ -170,7 +173,7 @@ class MAML:
         for step in range(num_updates):
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(list(fast_weights.values()))
-                output = self.forward(inputa, fast_weights)
+                output = self.forward(inputa, fast_weights, identical_tasks=(step == 0))
                 loss = self.loss(output, labela)
                 summed = tf.reduce_sum(loss)
             if step == 0:

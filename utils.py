@@ -59,13 +59,27 @@ def batched_dense(x, w, b):
     return tf.matmul(x, w) + b[:, None, :]
 
 
-def batched_conv2d(x, kernel, strides):
-    """x [T, n, h, w, c] convolved with each task's own kernel [T, 3, 3, c, f]."""
-    if kernel.shape.rank == 4:  # shared kernel: fold tasks into the batch axis
-        t, n = tf.shape(x)[0], tf.shape(x)[1]
-        out = tf.nn.conv2d(tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], 0)),
-                           kernel, strides, 'SAME')
-        return tf.reshape(out, tf.concat([[t, n], tf.shape(out)[1:]], 0))
+def _fold(x):
+    """[T, n, ...] -> [T * n, ...]: the tasks' examples as one batch."""
+    return tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], 0))
+
+
+def _unfold(y, like):
+    """[T * n, ...] -> [T, n, ...], T and n taken from `like`."""
+    return tf.reshape(y, tf.concat([tf.shape(like)[:2], tf.shape(y)[1:]], 0))
+
+
+def batched_conv2d(x, kernel, strides, identical_kernels=False):
+    """x [T, n, h, w, c] convolved with each task's own kernel [T, 3, 3, c, f].
+
+    A shared kernel [3, 3, c, f] convolves all tasks' examples as one batch.
+    identical_kernels: the per-task kernels are copies of one kernel (the
+    first inner step, before any task has adapted); see _conv_copies.
+    """
+    if kernel.shape.rank == 4:
+        return _unfold(tf.nn.conv2d(_fold(x), kernel, strides, 'SAME'), x)
+    if identical_kernels:
+        return _conv_copies(x, kernel, strides)
     # unstack/stack rather than indexing: the gradient of x[i] is a full-size
     # tensor per task, which made the backward pass quadratic in the tasks.
     outs = [tf.nn.conv2d(xi, ki, strides, 'SAME')
@@ -73,10 +87,37 @@ def batched_conv2d(x, kernel, strides):
     return tf.stack(outs)
 
 
-def conv_block(inp, kernel, bias, norm, norm_params, max_pool):
+def _conv_copies(x, kernels, strides):
+    """Per-task convolution whose kernels [T, ...] are all equal, at the cost of one.
+
+    The forward pass and the gradient with respect to x use kernels[0] on the
+    whole meta-batch at once (one large convolution instead of T small ones);
+    only the kernel gradient is computed task by task, as each task's inner
+    step needs its own. Every op of the gradient is differentiable, so the
+    meta-gradient (second order) is exact: paths through kernels[0] reach the
+    shared kernel the copies were made from, as the copies' would.
+    """
+    @tf.custom_gradient
+    def conv(x, kernels):
+        kernel = kernels[0]
+        flat_x = _fold(x)
+        def grad(dy):
+            flat_dy = _fold(dy)
+            dx = tf.raw_ops.Conv2DBackpropInput(
+                input_sizes=tf.shape(flat_x), filter=kernel, out_backprop=flat_dy,
+                strides=strides, padding='SAME')
+            dk = tf.stack([tf.raw_ops.Conv2DBackpropFilter(
+                input=xi, filter_sizes=tf.shape(kernel), out_backprop=dyi, strides=strides,
+                padding='SAME') for xi, dyi in zip(tf.unstack(x), tf.unstack(dy))])
+            return _unfold(dx, x), dk
+        return _unfold(tf.nn.conv2d(flat_x, kernel, strides, 'SAME'), x), grad
+    return conv(x, kernels)
+
+
+def conv_block(inp, kernel, bias, norm, norm_params, max_pool, identical_kernels=False):
     """3x3 SAME conv (stride 2, or stride 1 then 2x2 max pool) -> norm -> ReLU."""
     strides = [1, 1, 1, 1] if max_pool else [1, 2, 2, 1]
-    conv = batched_conv2d(inp, kernel, strides)
+    conv = batched_conv2d(inp, kernel, strides, identical_kernels)
     if bias.shape.rank == 2:
         bias = bias[:, None, None, None, :]
     out = normalize(conv + bias, norm, norm_params)

@@ -26,6 +26,8 @@ import time
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')  # as main.py
 
+from flops import conv_rate, count_conv_flops  # noqa: E402 (bench/ is on sys.path)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
@@ -43,16 +45,20 @@ CONFIGS = {
 }
 
 
-def measure(name, first_order, windows, min_window_seconds):
+def measure(name, first_order, windows, min_window_seconds, threads):
     import numpy as np
     import tensorflow as tf
 
     from config import Config
     from data_generator import DataGenerator
+    from main import set_threads
     from maml import MAML
 
     flags, dim_input, queries = CONFIGS[name]
     config = Config(stop_grad=first_order, **flags)
+    if threads == 'default':
+        config.inter_op_threads = config.intra_op_threads = 0
+    set_threads(config)  # as main.py does, before any op runs
     if config.datasource == 'sinusoid':
         from main import sinusoid_batches
         generator = DataGenerator(config.num_samples_per_class, config.meta_batch_size, config)
@@ -71,7 +77,8 @@ def measure(name, first_order, windows, min_window_seconds):
         model = MAML(config, dim_input, n, seed=0)
 
     start = time.perf_counter()
-    float(model.metatrain_step(*next(batches))['objective'])
+    first_batch = next(batches)
+    float(model.metatrain_step(*first_batch)['objective'])
     trace_seconds = time.perf_counter() - start
     for _ in range(2):
         float(model.metatrain_step(*next(batches))['objective'])
@@ -88,9 +95,13 @@ def measure(name, first_order, windows, min_window_seconds):
             float(model.metatrain_step(*next(batches))['objective'])
         rates.append(per_window / (time.perf_counter() - start))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    flops = count_conv_flops(model.metatrain_step.get_concrete_function(*first_batch))
     return {'config': name, 'order': 1 if first_order else 2, 'it_per_s': float(np.median(rates)),
+            'threads': '%d x %d' % config.thread_settings(os.cpu_count() or 1),
             'windows': [round(r, 2) for r in rates], 'iterations_per_window': per_window,
-            'first_step_s': trace_seconds, 'peak_rss_mb': peak_mb}
+            'first_step_s': trace_seconds, 'peak_rss_mb': peak_mb,
+            'gflop_per_it': flops['total'] / 1e9,
+            'conv_gflop': [[list(k), v / 1e9] for k, v in flops['by_conv'].items()]}
 
 
 def startup(omniglot_folder, logdir):
@@ -110,6 +121,36 @@ def startup(omniglot_folder, logdir):
     return initialised, total
 
 
+def print_flop_bound(results):
+    """Achieved GFLOP/s, and the it/s if every convolution ran at its large-batch speed."""
+    conv_results = [r for r in results if r['conv_gflop']]
+    if not conv_results:
+        return
+    signatures = sorted({tuple(s) for r in conv_results for s, _ in r['conv_gflop']})
+    out = subprocess.run([sys.executable, __file__, '--rates', json.dumps(signatures)],
+                         capture_output=True, text=True)
+    lines = [l for l in out.stdout.splitlines() if l.startswith('RATES ')]
+    if not lines:
+        print('\nconvolution ceiling: failed: %s' % out.stderr.strip()[-300:])
+        return
+    rates = {tuple(s): rate for s, rate in json.loads(lines[0][len('RATES '):])}
+    print()
+    print('FLOP bound: convolution FLOPs of one traced step (ops the step depends on), and the '
+          'best it/s if each of its convolutions ran at the speed measured for that shape on one '
+          'large batch using every core, and nothing else took time.')
+    print()
+    print('| config | order | GFLOP/it | achieved GFLOP/s | conv-bound it/s | measured / bound |')
+    print('|---|---|---|---|---|---|')
+    for r in conv_results:
+        bound_seconds = sum(gflop / rates[tuple(s)] for s, gflop in r['conv_gflop'])
+        print('| %s | %d | %.1f | %.0f | %.2f | %.0f%% |' % (
+            r['config'], r['order'], r['gflop_per_it'], r['gflop_per_it'] * r['it_per_s'],
+            1 / bound_seconds, 100 * r['it_per_s'] * bound_seconds))
+    print()
+    print('Large-batch GFLOP/s per convolution (type, input size, in, out channels, stride): '
+          + '; '.join('%s %d %d->%d /%d: %.0f' % (s + (rates[s],)) for s in signatures))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--configs', nargs='+', default=list(CONFIGS), choices=list(CONFIGS))
@@ -117,11 +158,21 @@ def main():
     parser.add_argument('--windows', type=int, default=5)
     parser.add_argument('--min_window_seconds', type=float, default=4.0)
     parser.add_argument('--omniglot_folder', default=None)
+    parser.add_argument('--threads', default='auto', choices=['auto', 'default'],
+                        help="auto: main.py's per-configuration thread settings; default: "
+                             "TensorFlow's own")
     parser.add_argument('--one', nargs=2, metavar=('CONFIG', 'ORDER'), help=argparse.SUPPRESS)
+    parser.add_argument('--rates', help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.rates:  # child process: large-batch GFLOP/s of these conv signatures, all cores
+        signatures = [tuple(s) for s in json.loads(args.rates)]
+        print('RATES ' + json.dumps([[list(s), conv_rate(s)] for s in signatures]))
+        return
+
     if args.one:  # child process: measure one configuration, print JSON
-        result = measure(args.one[0], args.one[1] == '1', args.windows, args.min_window_seconds)
+        result = measure(args.one[0], args.one[1] == '1', args.windows, args.min_window_seconds,
+                         args.threads)
         print('RESULT ' + json.dumps(result))
         return
 
@@ -130,12 +181,14 @@ def main():
                                           os.cpu_count()))
     print('command: python bench/benchmark.py ' + ' '.join(sys.argv[1:]))
     print()
-    print('| config | order | it/s (median) | windows it/s | first step incl. tracing (s) | peak RSS (MB) |')
-    print('|---|---|---|---|---|---|')
+    print('| config | order | threads (inter x intra; 0: TF default) | it/s (median) | windows it/s '
+          '| first step incl. tracing (s) | peak RSS (MB) |')
+    print('|---|---|---|---|---|---|---|')
+    results = []
     for name in args.configs:
         for order in args.orders:
             out = subprocess.run([sys.executable, __file__, '--one', name, str(order),
-                                  '--windows', str(args.windows),
+                                  '--windows', str(args.windows), '--threads', args.threads,
                                   '--min_window_seconds', str(args.min_window_seconds)],
                                  capture_output=True, text=True)
             lines = [l for l in out.stdout.splitlines() if l.startswith('RESULT ')]
@@ -143,9 +196,11 @@ def main():
                 print('| %s | %d | failed: %s |' % (name, order, out.stderr.strip()[-300:]))
                 continue
             r = json.loads(lines[0][len('RESULT '):])
-            print('| %s | %d | %.2f | %s | %.1f | %.0f |' % (
-                name, order, r['it_per_s'], ', '.join('%.2f' % w for w in r['windows']),
+            results.append(r)
+            print('| %s | %d | %s | %.2f | %s | %.1f | %.0f |' % (
+                name, order, r['threads'], r['it_per_s'], ', '.join('%.2f' % w for w in r['windows']),
                 r['first_step_s'], r['peak_rss_mb']), flush=True)
+    print_flop_bound(results)
     if args.omniglot_folder:
         import tempfile
         with tempfile.TemporaryDirectory() as logdir:

@@ -43,6 +43,16 @@ def test_experiment_names_follow_the_reference():
         'cls_5.mbs_25.ubs_5.numstep1.updatelr0.01oraclenonorm'
 
 
+def test_omniglot_meta_training_runs_one_op_per_core_and_other_runs_keep_tensorflow_threads():
+    omniglot = dict(datasource='omniglot', meta_batch_size=32)
+    assert Config(**omniglot).thread_settings(2) == (2, 1)
+    assert Config(train=False, **omniglot).thread_settings(2) == (0, 0)
+    assert Config(datasource='miniimagenet').thread_settings(2) == (0, 0)
+    assert Config(datasource='sinusoid').thread_settings(2) == (0, 0)
+    assert Config(inter_op_threads=0, intra_op_threads=0, **omniglot).thread_settings(2) == (0, 0)
+    assert Config(intra_op_threads=2, **omniglot).thread_settings(4) == (4, 2)
+
+
 def test_training_prints_the_reference_lines(trained):
     _, stdout = trained
     lines = stdout.splitlines()
@@ -107,6 +117,7 @@ def test_a_run_resumed_from_its_checkpoint_ends_like_an_uninterrupted_one(tmp_pa
     (['--datasource=omniglot', '--baseline=oracle'], '--baseline=oracle needs --datasource=sinusoid'),
     (['--meta_batch_size=0'], '--meta_batch_size=0 must be positive'),
     (['--train=False'], 'no checkpoint to test'),
+    (['--inter_op_threads=-2'], '--inter_op_threads=-2: use a thread count'),
 ])
 def test_bad_input_gives_one_clear_line_and_a_failing_exit(tmp_path, args, message):
     proc = run_main(args + ['--logdir=' + str(tmp_path)], check=False)
