@@ -82,15 +82,17 @@ class Config:
     def thread_settings(self, cpu_count):
         """(inter_op, intra_op) thread counts for TensorFlow; 0 keeps its default.
 
-        Meta-training on Omniglot runs one small convolution per task and layer:
-        running cpu_count of them side by side, one core each, is faster than
-        splitting each over all cores (on 2 cores: 5-way 1-shot 4.3 -> 7.5 it/s,
-        measured). MiniImagenet's convolutions are large enough to use every core
-        (there the setting was slower: 0.50 vs 0.61 it/s), and testing runs one
-        task at a time, so both keep TensorFlow's default.
+        Meta-training Omniglot 5-way 1-shot runs one tiny convolution (5 images)
+        per task and layer: running cpu_count of them side by side, one core
+        each, beats splitting each over all cores (2 cores, 2nd order: 6.8 ->
+        8.8 it/s, results/benchmarks.md). With 20 or more images per task and
+        split (20-way, 5-shot, MiniImagenet) each op is big enough to use every
+        core (20-way: 1.14 it/s with the default vs 0.94), and testing runs one
+        task at a time: those keep TensorFlow's default.
         """
+        small_tasks = self.num_classes * self.update_batch_size <= 10
         auto = (cpu_count, 1) if (self.train and self.conv and self.datasource == 'omniglot'
-                                  and self.meta_batch_size > 1) else (0, 0)
+                                  and self.meta_batch_size > 1 and small_tasks) else (0, 0)
         inter = auto[0] if self.inter_op_threads < 0 else self.inter_op_threads
         intra = auto[1] if self.intra_op_threads < 0 else self.intra_op_threads
         return inter, intra

@@ -43,9 +43,10 @@ def test_experiment_names_follow_the_reference():
         'cls_5.mbs_25.ubs_5.numstep1.updatelr0.01oraclenonorm'
 
 
-def test_omniglot_meta_training_runs_one_op_per_core_and_other_runs_keep_tensorflow_threads():
-    omniglot = dict(datasource='omniglot', meta_batch_size=32)
+def test_small_omniglot_tasks_train_one_op_per_core_and_other_runs_keep_tensorflow_threads():
+    omniglot = dict(datasource='omniglot', meta_batch_size=32, update_batch_size=1)
     assert Config(**omniglot).thread_settings(2) == (2, 1)
+    assert Config(num_classes=20, **omniglot).thread_settings(2) == (0, 0)
     assert Config(train=False, **omniglot).thread_settings(2) == (0, 0)
     assert Config(datasource='miniimagenet').thread_settings(2) == (0, 0)
     assert Config(datasource='sinusoid').thread_settings(2) == (0, 0)
