@@ -111,14 +111,18 @@ def startup(omniglot_folder, logdir):
             '--update_lr=0.4', '--num_updates=1', '--log=False', '--resume=False',
             '--data_folder=' + omniglot_folder, '--logdir=' + logdir]
     start = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     initialised = None
     for line in proc.stdout:
         if line.startswith('Done initializing') and initialised is None:
             initialised = time.perf_counter() - start
-    proc.wait()
+    error = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
+    proc.returncode = os.waitstatus_to_exitcode(status)
     total = time.perf_counter() - start
-    return initialised, total
+    if proc.returncode != 0 or initialised is None:
+        raise RuntimeError(error.strip().splitlines()[-1] if error.strip() else 'no output')
+    return initialised, total, usage.ru_maxrss / 1024.0
 
 
 def print_flop_bound(results):
@@ -153,7 +157,7 @@ def print_flop_bound(results):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--configs', nargs='+', default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument('--configs', nargs='*', default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument('--orders', nargs='+', type=int, default=[2, 1], choices=[1, 2])
     parser.add_argument('--windows', type=int, default=5)
     parser.add_argument('--min_window_seconds', type=float, default=4.0)
@@ -203,12 +207,16 @@ def main():
     print_flop_bound(results)
     if args.omniglot_folder:
         import tempfile
-        with tempfile.TemporaryDirectory() as logdir:
-            initialised, total = startup(args.omniglot_folder, logdir)
         print()
-        print('Start-up on full Omniglot (%s): %.1f s to "Done initializing", %.1f s for the '
-              'whole 2-iteration run (tracing included).' % (args.omniglot_folder, initialised or -1,
-                                                             total))
+        with tempfile.TemporaryDirectory() as logdir:
+            try:
+                initialised, total, peak_mb = startup(args.omniglot_folder, logdir)
+            except RuntimeError as e:
+                print('Start-up on full Omniglot: main.py failed: %s' % e)
+                return
+        print('Start-up on full Omniglot: %.1f s to "Done initializing", %.1f s for the '
+              'whole 2-iteration run (tracing included), peak RSS %.0f MB.'
+              % (initialised, total, peak_mb))
 
 
 if __name__ == '__main__':
