@@ -78,9 +78,12 @@ def test_ctrl_c_saves_a_checkpoint_and_the_next_run_resumes_from_it(tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     assert 'Interrupted after iteration' in out and 'Traceback' not in err
-    saved = max(int(os.path.basename(p)[5:-6])
-                for p in glob.glob(os.path.join(logdir, EXP, 'model*.index')))
-    assert saved > 1000
+    # The iteration the run was at when the signal came; at least 1000, and
+    # exactly 1000 when the signal lands in the iteration that saved model1000.
+    saved = int(out.split('Interrupted after iteration ')[1].split(':')[0])
+    assert saved >= 1000
+    assert saved == max(int(os.path.basename(p)[5:-6])
+                        for p in glob.glob(os.path.join(logdir, EXP, 'model*.index')))
     resumed = run_main(SINE + ['--metatrain_iterations=%d' % (saved + 2), '--logdir=' + logdir])
     assert 'model%d' % saved in resumed.stdout
     assert os.path.exists(os.path.join(logdir, EXP, 'model%d.index' % (saved + 1)))
