@@ -85,7 +85,7 @@ class Config:
         Meta-training Omniglot 5-way 1-shot runs one tiny convolution (5 images)
         per task and layer: running cpu_count of them side by side, one core
         each, beats splitting each over all cores (2 cores, 2nd order: 6.8 ->
-        8.8 it/s, results/benchmarks.md). With 20 or more images per task and
+        8.1-8.8 it/s, results/benchmarks.md). With 20 or more images per task and
         split (20-way, 5-shot, MiniImagenet) each op is big enough to use every
         core (20-way: 1.14 it/s with the default vs 0.94), and testing runs one
         task at a time: those keep TensorFlow's default.

@@ -12,6 +12,7 @@ Usage (the reference's):
 Flags are read here only and handed to the model and data code as one Config.
 """
 import csv
+import dataclasses
 import os
 import pickle
 import random
@@ -88,9 +89,12 @@ class TrainingStopped(RuntimeError):
 
 def set_threads(config):
     """Apply config.thread_settings; must run before TensorFlow executes any op."""
-    inter, intra = config.thread_settings(os.cpu_count() or 1)
     if tf.config.list_physical_devices('GPU'):
-        return  # the settings are tuned for CPU-only runs
+        # The per-configuration choice was tuned for CPU-only runs: with a GPU,
+        # only thread counts given explicitly apply.
+        config = dataclasses.replace(config, inter_op_threads=max(0, config.inter_op_threads),
+                                     intra_op_threads=max(0, config.intra_op_threads))
+    inter, intra = config.thread_settings(os.cpu_count() or 1)
     tf.config.threading.set_inter_op_parallelism_threads(inter)
     tf.config.threading.set_intra_op_parallelism_threads(intra)
 
