@@ -33,26 +33,24 @@ def _size(shape):
     return int(np.prod(shape.as_list()))
 
 
+def _conv_shapes(op):
+    """(input, kernel, output) shapes of the forward convolution this op belongs to."""
+    if op.type == 'Conv2D':
+        return op.inputs[0].shape, op.inputs[1].shape, op.outputs[0].shape
+    if op.type == 'Conv2DBackpropInput':
+        return op.outputs[0].shape, op.inputs[1].shape, op.inputs[2].shape
+    return op.inputs[0].shape, op.outputs[0].shape, op.inputs[2].shape
+
+
 def conv_signature(op):
     """(op type, input height, in channels, out channels, stride) of a conv op."""
-    strides = op.get_attr('strides')
-    if op.type == 'Conv2D':
-        x, kernel = op.inputs[0].shape, op.inputs[1].shape
-    elif op.type == 'Conv2DBackpropInput':
-        x, kernel = op.outputs[0].shape, op.inputs[1].shape
-    else:
-        x, kernel = op.inputs[0].shape, op.outputs[0].shape
-    return (op.type, int(x[1]), int(kernel[2]), int(kernel[3]), int(strides[1]))
+    x, kernel, _ = _conv_shapes(op)
+    return (op.type, int(x[1]), int(kernel[2]), int(kernel[3]), int(op.get_attr('strides')[1]))
 
 
 def conv_flops(op):
     """2 x multiply-adds: output elements times the kernel's receptive field."""
-    if op.type == 'Conv2D':
-        kernel, out = op.inputs[1].shape, op.outputs[0].shape
-    elif op.type == 'Conv2DBackpropInput':
-        kernel, out = op.inputs[1].shape, op.inputs[2].shape
-    else:
-        kernel, out = op.outputs[0].shape, op.inputs[2].shape
+    _, kernel, out = _conv_shapes(op)
     return 2 * _size(out) * int(kernel[0]) * int(kernel[1]) * int(kernel[2])
 
 
