@@ -45,7 +45,8 @@ CONFIGS = {
 }
 
 
-def measure(name, first_order, windows, min_window_seconds, threads):
+def build(name, first_order, threads):
+    """The config, model and batch iterator of one configuration, threads set as main.py does."""
     import numpy as np
     import tensorflow as tf
 
@@ -62,20 +63,22 @@ def measure(name, first_order, windows, min_window_seconds, threads):
     if config.datasource == 'sinusoid':
         from main import sinusoid_batches
         generator = DataGenerator(config.num_samples_per_class, config.meta_batch_size, config)
-        batches = sinusoid_batches(config, generator, train=True)
-        model = MAML(config, 1, 1, seed=0)
-    else:
-        n, k, b = config.num_classes, config.update_batch_size, config.meta_batch_size
-        rng = np.random.default_rng(0)
-        labels = np.eye(n, dtype=np.float32)
-        fixed = [tf.constant(rng.uniform(size=(b, n * k, dim_input)).astype(np.float32)),
-                 tf.constant(rng.uniform(size=(b, n * queries, dim_input)).astype(np.float32)),
-                 tf.constant(np.broadcast_to(np.tile(labels, (k, 1)), (b, n * k, n)).copy()),
-                 tf.constant(np.broadcast_to(np.tile(labels, (queries, 1)),
-                                             (b, n * queries, n)).copy())]
-        batches = iter(lambda: fixed, None)
-        model = MAML(config, dim_input, n, seed=0)
+        return config, MAML(config, 1, 1, seed=0), sinusoid_batches(config, generator, train=True)
+    n, k, b = config.num_classes, config.update_batch_size, config.meta_batch_size
+    rng = np.random.default_rng(0)
+    labels = np.eye(n, dtype=np.float32)
+    fixed = [tf.constant(rng.uniform(size=(b, n * k, dim_input)).astype(np.float32)),
+             tf.constant(rng.uniform(size=(b, n * queries, dim_input)).astype(np.float32)),
+             tf.constant(np.broadcast_to(np.tile(labels, (k, 1)), (b, n * k, n)).copy()),
+             tf.constant(np.broadcast_to(np.tile(labels, (queries, 1)),
+                                         (b, n * queries, n)).copy())]
+    return config, MAML(config, dim_input, n, seed=0), iter(lambda: fixed, None)
 
+
+def measure(name, first_order, windows, min_window_seconds, threads):
+    import numpy as np
+
+    config, model, batches = build(name, first_order, threads)
     start = time.perf_counter()
     first_batch = next(batches)
     float(model.metatrain_step(*first_batch)['objective'])
