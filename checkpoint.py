@@ -14,6 +14,7 @@ place, data file first and `.index` last; checkpoints are found by their
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 
@@ -49,9 +50,37 @@ def _fsync(path):
         os.close(fd)
 
 
+def move_earlier_run(folder, subfolder):
+    """Move folder's checkpoints, `checkpoint` file and event files into a new
+    folder/subfolder (suffixed _2, _3, ... if taken); returns its name, or None
+    if there was no checkpoint to move.
+
+    Training afresh (--resume=False) where an earlier run left checkpoints would
+    otherwise mix the two: checkpoints are ordered by iteration, so the earlier
+    run's later ones would stay "latest" and push the new run's out of the last
+    ten. Moving them keeps them, out of the way.
+    """
+    if not list_checkpoints(folder):
+        return None
+    names = [n for n in os.listdir(folder)
+             if re.match(r'^model\d+\.(index|data-)', n) or n == 'checkpoint'
+             or n.startswith('events.out.tfevents.')]
+    target, suffix = subfolder, 1
+    while os.path.exists(os.path.join(folder, target)):
+        suffix += 1
+        target = '%s_%d' % (subfolder, suffix)
+    os.makedirs(os.path.join(folder, target))
+    for name in names:
+        os.replace(os.path.join(folder, name), os.path.join(folder, target, name))
+    return target
+
+
 def save(folder, iteration, tensors, max_to_keep=MAX_TO_KEEP):
     """Write `folder/model{iteration}` atomically from {name: tensor}; keep the last few."""
     os.makedirs(folder, exist_ok=True)
+    for name in os.listdir(folder):  # left by a save that was killed half way
+        if name.startswith('.saving-model'):
+            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
     prefix = os.path.join(folder, 'model%d' % iteration)
     tmp_dir = tempfile.mkdtemp(prefix='.saving-model%d-' % iteration, dir=folder)
     tmp_prefix = os.path.join(tmp_dir, 'model%d' % iteration)

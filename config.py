@@ -69,6 +69,8 @@ class Config:
             if getattr(self, name) < -1:
                 raise ConfigError('--%s=%s: use a thread count, 0 for TensorFlow\'s default or -1 '
                                   'to choose per configuration' % (name, getattr(self, name)))
+        if self.seed is not None and not 0 <= self.seed < 2 ** 32:
+            raise ConfigError('--seed=%d: numpy takes seeds from 0 to 2**32 - 1' % self.seed)
         if self.meta_lr <= 0 or self.update_lr <= 0:
             raise ConfigError('--meta_lr and --update_lr must be positive')
         if self.train and self.pretrain_iterations + self.metatrain_iterations == 0:

@@ -113,6 +113,9 @@ class DataGenerator:
         for split in ('train', 'test' if self.config.test_set else 'val'):
             folder = os.path.join(root, split)
             if not os.path.isdir(folder):
+                if split == 'train' and not self.config.train:
+                    splits[split] = []  # testing needs only the split it tests on
+                    continue
                 raise self._missing('no folder %s' % os.path.abspath(folder))
             splits[split] = [os.path.join(split, c) for c in self._subfolders(folder)]
         self.metatrain_character_folders = splits['train']

@@ -18,6 +18,7 @@ import pickle
 import random
 import signal
 import sys
+import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # keep TensorFlow's start-up notices quiet
 # oneDNN's CPU kernels: about twice as fast on the MiniImagenet network on 2
@@ -42,7 +43,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string('datasource', 'sinusoid', 'sinusoid or omniglot or miniimagenet')
 flags.DEFINE_integer('num_classes', 5, 'number of classes used in classification (e.g. 5-way classification).')
 # oracle means task id is input (only suitable for sinusoid)
-flags.DEFINE_string('baseline', None, 'oracle, or None')
+flags.DEFINE_string('baseline', None, 'oracle, or leave unset for none')
 
 ## Training options
 flags.DEFINE_integer('pretrain_iterations', 0, 'number of pre-training iterations.')
@@ -292,10 +293,14 @@ def train(config, model, data_generator, exp_dir, resume_itr=0, state=None):
                 res = model.evaluate(inputa, inputb, labela, labelb, eval_steps)
                 prelosses.append(res[pre_key].numpy())
                 postlosses.append(res[post_key][num_updates - 1].numpy())
+                # The reference's merged summaries held a validation batch too,
+                # fetched with --log=False as well: draw it either way, so the
+                # later validation batches do not depend on --log.
+                val_batch = next_val_batch() if val_batches is not None else None
                 if writer:
                     write_summaries(writer, 'metatrain_', res, itr, classification)
-                    if val_batches is not None:  # the reference's merged summaries held both
-                        val = model.evaluate(*next_val_batch(), eval_steps)
+                    if val_batch is not None:
+                        val = model.evaluate(*val_batch, eval_steps)
                         write_summaries(writer, 'metaval_', val, itr, classification)
 
             if itr < config.pretrain_iterations:
@@ -409,6 +414,11 @@ def run(config):
     found = None
     if config.resume or not config.train:
         found = find_checkpoint(config, exp_dir)
+    elif checkpoint.list_checkpoints(exp_dir):
+        check_writable(exp_dir)
+        moved = checkpoint.move_earlier_run(exp_dir, 'earlier_run_' + time.strftime('%Y%m%d-%H%M%S'))
+        print('--resume=False: moved the earlier run\'s checkpoints and events to %s'
+              % os.path.join(exp_dir, moved), flush=True)
     if not config.train and found is None:
         raise CheckpointError('no checkpoint to test in %s: train first with the same flags '
                               '(without --train=False), or point --logdir at the folder that '

@@ -2,14 +2,16 @@
 
 Usage:
   python results/make_figures.py sine --maml EXP_DIR --pretrained EXP_DIR [--out results/sinusoid_adaptation.png]
-  python results/make_figures.py curves EXP_DIR [EXP_DIR ...] --out results/curves.png
+  python results/make_figures.py curves EXP_DIR [EXP_DIR ...] [--labels NAME ...] --out results/curves.png
 
 `sine` restores the two sinusoid checkpoints (a MAML model and the pretrained
 baseline, each an experiment folder written by main.py) and plots, for one
 task, the ground truth, the K points of split a, and each model's prediction
 before adaptation and after 1 and 10 inner steps. `curves` reads the
-TensorBoard event files of each folder and plots the pre- and post-update
-training loss (sinusoid) or accuracy (classification) against the iteration.
+TensorBoard event files of each folder and plots the pre-update and
+post-update (at the trained number of steps) loss (sinusoid) or accuracy
+(classification) against the iteration, on the meta-training batches and, where
+main.py summarised them, the meta-validation batches.
 Needs matplotlib (optional; the rest of the project runs without it).
 """
 import argparse
@@ -37,6 +39,10 @@ def _experiment_config(exp_dir):
     """The Config of a sinusoid experiment folder, from its reference-style name."""
     from config import Config
     name = os.path.basename(os.path.normpath(exp_dir))
+    if '.ubs_' not in name or 'updatelr' not in name:
+        sys.exit('error: %s is not a sinusoid experiment folder written by main.py (its '
+                 'name, e.g. cls_5.mbs_25.ubs_10.numstep1.updatelr0.001nonorm, gives the flags)'
+                 % exp_dir)
     ubs = int(name.split('.ubs_')[1].split('.')[0])
     lr = float(name.split('updatelr')[1].split('nonorm')[0].split('oracle')[0])
     return Config(datasource='sinusoid', norm='None', update_batch_size=ubs, update_lr=lr,
@@ -96,25 +102,47 @@ def read_scalars(exp_dir):
     return scalars
 
 
-def curves_figure(exp_dirs, out):
+def _trained_steps(exp_dir):
+    """num_updates of an experiment folder, from its reference-style name (numstepN)."""
+    name = os.path.basename(os.path.normpath(exp_dir))
+    return int(name.split('numstep')[1].split('.')[0]) if 'numstep' in name else 1
+
+
+def _smoothed(series):
+    steps = sorted(series)
+    values = np.array([series[s] for s in steps])
+    window = max(1, len(values) // 50)  # light smoothing of the 100-step summaries
+    return steps[window - 1:], np.convolve(values, np.ones(window) / window, mode='valid')
+
+
+def curves_figure(exp_dirs, out, labels=None):
+    """Pre-update and post-update (at the trained step) curves, one panel per
+    kind of batch written: meta-training and, if summarised, meta-validation."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for exp_dir in exp_dirs:
-        scalars = read_scalars(exp_dir)
-        kind = 'accuracy' if 'metatrain_Pre-update accuracy' in scalars else 'loss'
-        label = os.path.basename(os.path.normpath(exp_dir))
-        for tag, style in (('metatrain_Pre-update %s' % kind, ':'),
-                           ('metatrain_Post-update %s, step 1' % kind, '-')):
-            if tag in scalars:
-                steps = sorted(scalars[tag])
-                values = np.array([scalars[tag][s] for s in steps])
-                window = max(1, len(values) // 50)  # light smoothing of the 100-step summaries
-                smooth = np.convolve(values, np.ones(window) / window, mode='valid')
-                ax.plot(steps[window - 1:], smooth, style,
-                        label='%s: %s' % (label, tag.replace('metatrain_', '')))
-        ax.set_ylabel(kind)
-    ax.set_xlabel('iteration')
-    ax.legend(fontsize=6)
+    runs = [(exp_dir, read_scalars(exp_dir)) for exp_dir in exp_dirs]
+    for exp_dir, scalars in runs:
+        if not scalars:
+            sys.exit('error: no TensorBoard events in %s: give the experiment folder that '
+                     'main.py trained in (LOGDIR/EXPERIMENT)' % exp_dir)
+    prefixes = [p for p in ('metatrain_', 'metaval_')
+                if any(p + 'Pre-update loss' in scalars for _, scalars in runs)]
+    fig, axes = plt.subplots(1, len(prefixes), figsize=(6 * len(prefixes), 4), squeeze=False)
+    labels = labels or [os.path.basename(os.path.normpath(d)) for d in exp_dirs]
+    for ax, prefix in zip(axes[0], prefixes):
+        for run, ((exp_dir, scalars), label) in enumerate(zip(runs, labels)):
+            kind = 'accuracy' if prefix + 'Pre-update accuracy' in scalars else 'loss'
+            step = _trained_steps(exp_dir)
+            for tag, style in (('Pre-update %s' % kind, ':'),
+                               ('Post-update %s, step %d' % (kind, step), '-')):
+                if prefix + tag in scalars:
+                    ax.plot(*_smoothed(scalars[prefix + tag]), style, color='C%d' % run,
+                            label='%s: %s' % (label, tag))
+            ax.set_ylabel(kind)
+        ax.set_title({'metatrain_': 'meta-training batches',
+                      'metaval_': 'meta-validation batches'}[prefix])
+        ax.set_xlabel('iteration')
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     print('wrote %s' % out)
@@ -131,11 +159,12 @@ def main():
     curves = sub.add_parser('curves')
     curves.add_argument('exp_dirs', nargs='+')
     curves.add_argument('--out', default=os.path.join(REPO, 'results', 'learning_curves.png'))
+    curves.add_argument('--labels', nargs='+', help='one legend name per folder')
     args = parser.parse_args()
     if args.what == 'sine':
         sine_figure(args.maml, args.pretrained, args.out, k=args.k)
     else:
-        curves_figure(args.exp_dirs, args.out)
+        curves_figure(args.exp_dirs, args.out, args.labels)
 
 
 if __name__ == '__main__':

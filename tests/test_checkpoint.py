@@ -75,17 +75,31 @@ def test_the_adam_state_and_run_state_come_back_after_a_round_trip(tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
-def test_a_save_killed_before_its_index_was_renamed_is_never_picked_up(tmp_path):
+def test_a_save_killed_between_its_renames_leaves_the_previous_checkpoint_the_latest(
+        tmp_path, monkeypatch):
     model = _model()
     _save(tmp_path, 1000, model)
-    partial = _save(tmp_path / 'elsewhere', 2000, model)
-    # What a kill between the two renames leaves: the data file without its index.
-    for f in os.listdir(tmp_path / 'elsewhere'):
-        if f.startswith('model2000.data'):
-            shutil.copy(os.path.join(tmp_path / 'elsewhere', f), tmp_path / f)
-    os.makedirs(tmp_path / '.saving-model3000-x')
-    assert os.path.exists(partial + ".index")  # the same save completes elsewhere
-    assert checkpoint.latest_readable(str(tmp_path))[0] == 1000
+    real_replace = os.replace
+    renamed = []
+
+    def rename_once_then_die(src, dst):
+        if renamed:
+            raise KeyboardInterrupt  # the process dies after the save's first rename
+        renamed.append(os.path.basename(dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, 'replace', rename_once_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        _save(tmp_path, 2000, model)
+    monkeypatch.undo()
+    assert renamed[0].startswith('model2000.data')  # data first: no index without its data
+    assert not os.path.exists(tmp_path / 'model2000.index')
+    warnings = []
+    assert checkpoint.latest_readable(str(tmp_path), warn=warnings.append)[0] == 1000
+    assert warnings == []
+    _save(tmp_path, 3000, model)  # the next save clears the dead save's temporary folder
+    assert not [f for f in os.listdir(tmp_path) if f.startswith('.saving-')]
+    assert checkpoint.latest_readable(str(tmp_path))[0] == 3000
 
 
 def test_a_corrupt_latest_checkpoint_is_skipped_for_the_previous_one(tmp_path):

@@ -122,6 +122,23 @@ def test_miniimagenet_training_draws_fifteen_queries_per_class(tmp_path):
     assert test_config.num_samples_per_class == 2
 
 
+def test_testing_miniimagenet_needs_only_the_test_split(tmp_path):
+    root = str(tmp_path)
+    for c in range(5):
+        folder = os.path.join(root, 'test', 'n%08d' % c)
+        os.makedirs(folder)
+        for i in range(2):
+            Image.new('RGB', (84, 84), (i, c, 0)).save(os.path.join(folder, '%03d.jpg' % i))
+    config = Config(datasource='miniimagenet', update_batch_size=1, train=False, test_set=True,
+                    data_folder=root)
+    generator = DataGenerator(config.num_samples_per_class, 1, config)
+    images, _ = next(generator.batches(train=False, seed=[0]))
+    assert images.shape == (1, 10, 84 * 84 * 3)
+    with pytest.raises(DataError, match='no folder .*train'):  # training does need train/
+        DataGenerator(config.num_samples_per_class, 1,
+                      Config(datasource='miniimagenet', test_set=True, data_folder=root))
+
+
 # ---------------------------------------------------------------- bad input
 def test_a_missing_data_folder_names_the_folder_and_the_preparation_script(tmp_path):
     with pytest.raises(DataError) as e:

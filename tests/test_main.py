@@ -112,6 +112,21 @@ def test_a_run_resumed_from_its_checkpoint_ends_like_an_uninterrupted_one(tmp_pa
             np.testing.assert_array_equal(a.get_tensor(name), b.get_tensor(name), err_msg=name)
 
 
+def test_training_afresh_moves_the_earlier_runs_checkpoints_aside(tmp_path):
+    logdir, exp_dir = str(tmp_path), os.path.join(str(tmp_path), EXP)
+    run_main(SINE + ['--metatrain_iterations=1500', '--logdir=' + logdir])
+    proc = run_main(SINE + ['--metatrain_iterations=1001', '--logdir=' + logdir,
+                            '--resume=False'])
+    assert "moved the earlier run's checkpoints and events" in proc.stdout
+    assert sorted(f for f in os.listdir(exp_dir) if f.endswith('.index')) == ['model1000.index']
+    with open(os.path.join(exp_dir, 'checkpoint')) as f:
+        assert f.readline().strip() == 'model_checkpoint_path: "model1000"'
+    earlier = glob.glob(os.path.join(exp_dir, 'earlier_run_*'))
+    assert len(earlier) == 1
+    assert sorted(f for f in os.listdir(earlier[0]) if f.endswith('.index')) == \
+        ['model1000.index', 'model1499.index']
+
+
 @pytest.mark.parametrize('args, message', [
     (['--datasource=imagenet'], 'unknown --datasource=imagenet'),
     (['--norm=batchnorm'], 'unknown --norm=batchnorm'),
@@ -119,6 +134,7 @@ def test_a_run_resumed_from_its_checkpoint_ends_like_an_uninterrupted_one(tmp_pa
     (['--meta_batch_size=0'], '--meta_batch_size=0 must be positive'),
     (['--train=False'], 'no checkpoint to test'),
     (['--inter_op_threads=-2'], '--inter_op_threads=-2: use a thread count'),
+    (['--seed=-1'], '--seed=-1: numpy takes seeds from 0 to 2**32 - 1'),
 ])
 def test_bad_input_gives_one_clear_line_and_a_failing_exit(tmp_path, args, message):
     proc = run_main(args + ['--logdir=' + str(tmp_path)], check=False)
