@@ -143,7 +143,7 @@ class MAML:
         for i, scope in enumerate(self.norm_scopes):
             hidden = conv_block(hidden, weights['conv%d' % (i + 1)], weights['b%d' % (i + 1)],
                                 self.config.norm, self.norm_params[scope], self.config.max_pool,
-                                identical_tasks)
+                                identical_tasks, fused_norm=self.config.stop_grad)
         if self.config.datasource == 'miniimagenet':
             hidden = tf.reshape(hidden, tf.concat([shape[:2], [-1]], 0))
         else:

@@ -4,6 +4,7 @@ Usage:
   python bench/benchmark.py                      # every configuration, markdown table
   python bench/benchmark.py --configs sinusoid omniglot5 --windows 5
   python bench/benchmark.py --omniglot_folder data/omniglot_resized   # adds start-up on real data
+  python bench/benchmark.py --reference          # and the reference's graph, side by side
 
 Each configuration runs in a fresh process (so peak memory is its own): it
 builds the model, warms up (tracing plus a few steps), then times several
@@ -13,9 +14,14 @@ iteration, as in training); image batches are random tensors of the right shape
 (the input pipeline runs ahead in a background thread during real training).
 With --omniglot_folder, start-up is the time from launching main.py on the
 full Omniglot data until it prints 'Done initializing, starting training.',
-and until its first iteration is done.
+and until its first iteration is done. With --reference, each configuration is
+also timed, in the same run, with the reference's own graph
+(bench/reference_graph.py), and the table of speed-ups is printed: absolute
+speeds on a shared machine move between hosts and days; ratios from one run
+are what can be compared.
 """
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -44,59 +50,95 @@ CONFIGS = {
                           max_pool=True), 84 * 84 * 3, 15),
 }
 
+# name: (the speed issue's reference it/s, its target it/s), second order
+TARGETS = {'sinusoid': (45, 450), 'omniglot5': (2.9, 10), 'omniglot20': (1.1, 2.5),
+           'miniimagenet': (0.64, 1.2)}
+
 
 def build(name, first_order, threads):
     """The config, model and batch iterator of one configuration, threads set as main.py does."""
-    import numpy as np
-    import tensorflow as tf
-
     from config import Config
-    from data_generator import DataGenerator
     from main import set_threads
     from maml import MAML
 
-    flags, dim_input, queries = CONFIGS[name]
+    flags, dim_input, _ = CONFIGS[name]
     config = Config(stop_grad=first_order, **flags)
     if threads == 'default':
         config.inter_op_threads = config.intra_op_threads = 0
     set_threads(config)  # as main.py does, before any op runs
+    dim_output = 1 if config.datasource == 'sinusoid' else config.num_classes
     if config.datasource == 'sinusoid':
+        from data_generator import DataGenerator
         from main import sinusoid_batches
         generator = DataGenerator(config.num_samples_per_class, config.meta_batch_size, config)
-        return config, MAML(config, 1, 1, seed=0), sinusoid_batches(config, generator, train=True)
+        feed = sinusoid_batches(config, generator, train=True)
+    else:
+        import tensorflow as tf
+        fixed = [tf.constant(x) for x in next(image_batches(name, config))]
+        feed = iter(lambda: fixed, None)
+    return config, MAML(config, dim_input, dim_output, seed=0), feed
+
+
+def numpy_batches(name, config):
+    """Batches as numpy arrays (for the reference graph's feed_dict), drawn as build's are."""
+    if config.datasource != 'sinusoid':
+        return image_batches(name, config)
+    from data_generator import DataGenerator
+    generator = DataGenerator(config.num_samples_per_class, config.meta_batch_size, config)
+    k = config.update_batch_size
+
+    def draw():
+        x, y, _, _ = generator.generate(train=True)
+        x, y = x.astype('float32'), y.astype('float32')
+        return x[:, :k], x[:, k:], y[:, :k], y[:, k:]
+    return iter(draw, None)
+
+
+def image_batches(name, config):
+    """One random batch of the configuration's real shapes, repeated."""
+    import numpy as np
+
+    _, dim_input, queries = CONFIGS[name]
     n, k, b = config.num_classes, config.update_batch_size, config.meta_batch_size
     rng = np.random.default_rng(0)
     labels = np.eye(n, dtype=np.float32)
-    fixed = [tf.constant(rng.uniform(size=(b, n * k, dim_input)).astype(np.float32)),
-             tf.constant(rng.uniform(size=(b, n * queries, dim_input)).astype(np.float32)),
-             tf.constant(np.broadcast_to(np.tile(labels, (k, 1)), (b, n * k, n)).copy()),
-             tf.constant(np.broadcast_to(np.tile(labels, (queries, 1)),
-                                         (b, n * queries, n)).copy())]
-    return config, MAML(config, dim_input, n, seed=0), iter(lambda: fixed, None)
+    fixed = [rng.uniform(size=(b, n * k, dim_input)).astype(np.float32),
+             rng.uniform(size=(b, n * queries, dim_input)).astype(np.float32),
+             np.broadcast_to(np.tile(labels, (k, 1)), (b, n * k, n)).copy(),
+             np.broadcast_to(np.tile(labels, (queries, 1)), (b, n * queries, n)).copy()]
+    return iter(lambda: fixed, None)
 
 
-def measure(name, first_order, windows, min_window_seconds, threads):
-    import numpy as np
-
-    config, model, batches = build(name, first_order, threads)
+def time_steps(step, batches, windows, min_window_seconds):
+    """Seconds of the first step (tracing included), and it/s of each timed window."""
     start = time.perf_counter()
-    first_batch = next(batches)
-    float(model.metatrain_step(*first_batch)['objective'])
+    step(next(batches))
     trace_seconds = time.perf_counter() - start
     for _ in range(2):
-        float(model.metatrain_step(*next(batches))['objective'])
+        step(next(batches))
     # Size a window to last at least min_window_seconds.
     start, count = time.perf_counter(), 0
     while time.perf_counter() - start < min_window_seconds / 2:
-        float(model.metatrain_step(*next(batches))['objective'])
+        step(next(batches))
         count += 1
     per_window = max(1, int(count * min_window_seconds / (time.perf_counter() - start)))
     rates = []
     for _ in range(windows):
         start = time.perf_counter()
         for _ in range(per_window):
-            float(model.metatrain_step(*next(batches))['objective'])
+            step(next(batches))
         rates.append(per_window / (time.perf_counter() - start))
+    return trace_seconds, rates, per_window
+
+
+def measure(name, first_order, windows, min_window_seconds, threads):
+    import numpy as np
+
+    config, model, batches = build(name, first_order, threads)
+    first_batch = next(batches)
+    trace_seconds, rates, per_window = time_steps(
+        lambda batch: float(model.metatrain_step(*batch)['objective']),
+        itertools.chain([first_batch], batches), windows, min_window_seconds)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     flops = count_conv_flops(model.metatrain_step.get_concrete_function(*first_batch))
     return {'config': name, 'order': 1 if first_order else 2, 'it_per_s': float(np.median(rates)),
@@ -105,6 +147,29 @@ def measure(name, first_order, windows, min_window_seconds, threads):
             'first_step_s': trace_seconds, 'peak_rss_mb': peak_mb,
             'gflop_per_it': flops['total'] / 1e9,
             'conv_gflop': [[list(k), v / 1e9] for k, v in flops['by_conv'].items()]}
+
+
+def measure_reference(name, first_order, windows, min_window_seconds, fused_batch_norm=False):
+    """The same measurement of the reference's own graph (bench/reference_graph.py)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from config import Config
+    from reference_graph import build_reference_step
+
+    tf.compat.v1.disable_v2_behavior()  # as the reference ran under tf.compat.v1
+    flags, dim_input, _ = CONFIGS[name]
+    config = Config(stop_grad=first_order, **flags)
+    dim_output = 1 if config.datasource == 'sinusoid' else config.num_classes
+    session, placeholders, train_op, _ = build_reference_step(
+        config, dim_input, dim_output, fused_batch_norm=fused_batch_norm)
+    trace_seconds, rates, per_window = time_steps(
+        lambda batch: session.run(train_op, dict(zip(placeholders, batch))),
+        numpy_batches(name, config), windows, min_window_seconds)
+    return {'config': name, 'order': 1 if first_order else 2, 'it_per_s': float(np.median(rates)),
+            'windows': [round(r, 2) for r in rates], 'iterations_per_window': per_window,
+            'first_step_s': trace_seconds,
+            'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
 
 
 def startup(omniglot_folder, logdir):
@@ -158,6 +223,50 @@ def print_flop_bound(results):
           + '; '.join('%s %d %d->%d /%d: %.0f' % (s + (rates[s],)) for s in signatures))
 
 
+def run_child(args, name, order, program):
+    """Measure one configuration of one program in a fresh process; its JSON result."""
+    env = dict(os.environ)
+    if program == 'reference':
+        env['TF_ENABLE_ONEDNN_OPTS'] = args.reference_onednn
+    out = subprocess.run([sys.executable, __file__, '--one', name, str(order),
+                          '--program', program, '--windows', str(args.windows),
+                          '--threads', args.threads,
+                          '--min_window_seconds', str(args.min_window_seconds)]
+                         + (['--reference_fused_bn'] if args.reference_fused_bn else []),
+                         capture_output=True, text=True, env=env)
+    lines = [l for l in out.stdout.splitlines() if l.startswith('RESULT ')]
+    if not lines:
+        return {'error': out.stderr.strip()[-300:]}
+    return json.loads(lines[0][len('RESULT '):])
+
+
+def print_speedups(results, reference, onednn, fused_batch_norm):
+    """This port against the reference's graph, timed in the same run."""
+    print()
+    print('Side by side with the reference\'s graph (bench/reference_graph.py: tf.compat.v1, '
+          'map_fn over tasks, max(num_updates, test_num_updates) inner steps, feed_dict, '
+          '%s batch norm; TF_ENABLE_ONEDNN_OPTS=%s, default threads), timed in this run. '
+          'Target speed-up: the speed issue\'s target over its reference it/s (second order).'
+          % ('fused' if fused_batch_norm else 'unfused', onednn))
+    print()
+    print('| config | order | port it/s | reference it/s | reference windows | speed-up '
+          '| target speed-up |')
+    print('|---|---|---|---|---|---|---|')
+    for r in results:
+        ref = reference.get((r['config'], r['order']), {'error': 'not run'})
+        target = TARGETS.get(r['config']) if r['order'] == 2 else None
+        target_text = '%.2fx (%g / %g)' % (target[1] / target[0], target[1], target[0]) \
+            if target else '-'
+        if 'error' in ref:
+            print('| %s | %d | %.2f | failed: %s | | | %s |' % (
+                r['config'], r['order'], r['it_per_s'], ref['error'], target_text))
+            continue
+        print('| %s | %d | %.2f | %.2f | %s | %.2fx | %s |' % (
+            r['config'], r['order'], r['it_per_s'], ref['it_per_s'],
+            ', '.join('%.2f' % w for w in ref['windows']), r['it_per_s'] / ref['it_per_s'],
+            target_text), flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--configs', nargs='*', default=list(CONFIGS), choices=list(CONFIGS))
@@ -168,7 +277,18 @@ def main():
     parser.add_argument('--threads', default='auto', choices=['auto', 'default'],
                         help="auto: main.py's per-configuration thread settings; default: "
                              "TensorFlow's own")
+    parser.add_argument('--reference', action='store_true',
+                        help='also time the reference\'s own graph (bench/reference_graph.py) '
+                             'in the same run, and print the speed-up over it')
+    parser.add_argument('--reference_onednn', default='0', choices=['0', '1'],
+                        help='TF_ENABLE_ONEDNN_OPTS for the reference (0: as this TensorFlow '
+                             'build runs it by default)')
+    parser.add_argument('--reference_fused_bn', action='store_true',
+                        help='the reference with TensorFlow\'s fused batch norm, as TF1 releases '
+                             'after 1.0 ran it (faster; wrong second derivatives in map_fn)')
     parser.add_argument('--one', nargs=2, metavar=('CONFIG', 'ORDER'), help=argparse.SUPPRESS)
+    parser.add_argument('--program', default='port', choices=['port', 'reference'],
+                        help=argparse.SUPPRESS)
     parser.add_argument('--rates', help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -178,8 +298,12 @@ def main():
         return
 
     if args.one:  # child process: measure one configuration, print JSON
-        result = measure(args.one[0], args.one[1] == '1', args.windows, args.min_window_seconds,
-                         args.threads)
+        if args.program == 'reference':
+            result = measure_reference(args.one[0], args.one[1] == '1', args.windows,
+                                       args.min_window_seconds, args.reference_fused_bn)
+        else:
+            result = measure(args.one[0], args.one[1] == '1', args.windows,
+                             args.min_window_seconds, args.threads)
         print('RESULT ' + json.dumps(result))
         return
 
@@ -191,22 +315,21 @@ def main():
     print('| config | order | threads (inter x intra; 0: TF default) | it/s (median) | windows it/s '
           '| first step incl. tracing (s) | peak RSS (MB) |')
     print('|---|---|---|---|---|---|---|')
-    results = []
+    results, reference = [], {}
     for name in args.configs:
         for order in args.orders:
-            out = subprocess.run([sys.executable, __file__, '--one', name, str(order),
-                                  '--windows', str(args.windows), '--threads', args.threads,
-                                  '--min_window_seconds', str(args.min_window_seconds)],
-                                 capture_output=True, text=True)
-            lines = [l for l in out.stdout.splitlines() if l.startswith('RESULT ')]
-            if not lines:
-                print('| %s | %d | failed: %s |' % (name, order, out.stderr.strip()[-300:]))
+            r = run_child(args, name, order, 'port')
+            if 'error' in r:
+                print('| %s | %d | failed: %s |' % (name, order, r['error']))
                 continue
-            r = json.loads(lines[0][len('RESULT '):])
             results.append(r)
             print('| %s | %d | %s | %.2f | %s | %.1f | %.0f |' % (
                 name, order, r['threads'], r['it_per_s'], ', '.join('%.2f' % w for w in r['windows']),
                 r['first_step_s'], r['peak_rss_mb']), flush=True)
+            if args.reference:
+                reference[name, order] = run_child(args, name, order, 'reference')
+    if args.reference:
+        print_speedups(results, reference, args.reference_onednn, args.reference_fused_bn)
     print_flop_bound(results)
     if args.omniglot_folder:
         import tempfile

@@ -185,3 +185,40 @@ def test_same_seed_gives_the_same_initial_weights():
     b, _ = _sine_model()
     for key in a.weights:
         np.testing.assert_array_equal(a.weights[key].numpy(), b.weights[key].numpy())
+
+
+@pytest.mark.parametrize('golden, grad_atol_frac', [('g4_omni_conv_bn', 1e-3),
+                                                    ('g8_mini_maxpool_bn', 1e-2)])
+def test_first_order_meta_gradient_with_fused_batch_norm_matches_the_reference(
+        golden, grad_atol_frac):
+    # First order uses TensorFlow's fused batch norm (no second derivative is
+    # ever taken). The golden files are all second order, so the oracle is the
+    # reference's own graph (bench/reference_graph.py, itself checked against
+    # the golden files) with stop_grad, at the golden tolerances.
+    import json
+    import os
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, os.path.join(repo, 'bench'))
+    from reference_graph import build_reference_step
+
+    z = np.load(os.path.join(repo, 'tests', 'golden', golden + '.npz'))
+    flags = json.loads(str(z['flags_json']))
+    config = Config(stop_grad=True, **{k: v for k, v in flags.items()
+                                       if k in Config.__dataclass_fields__ and k != 'stop_grad'})
+    batch = [z[k] for k in ('inputa', 'inputb', 'labela', 'labelb')]
+    init = {n: z['init/' + n] for n in z['var_names']}
+    model = MAML(config, batch[0].shape[-1], batch[2].shape[-1], seed=0)
+    for name, var in model.named_variables().items():
+        var.assign(init[name])
+    mine = model.metatrain_step(*[tf.constant(x) for x in batch])['metagrads_unclipped']
+
+    session, placeholders, _, fetches = build_reference_step(
+        config, batch[0].shape[-1], batch[2].shape[-1], init,
+        test_num_updates=config.num_updates, clip=False)
+    expected = session.run(fetches['metagrads'], dict(zip(placeholders, batch)))
+    largest = max(np.abs(g).max() for g in expected.values())
+    assert largest > 0
+    for name, g in expected.items():
+        np.testing.assert_allclose(mine[name].numpy(), g, rtol=0, atol=grad_atol_frac * largest,
+                                   err_msg=name)
