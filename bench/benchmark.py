@@ -267,6 +267,19 @@ def print_speedups(results, reference, onednn, fused_batch_norm):
             target_text), flush=True)
 
 
+def cpu_model():
+    """The CPU's model name (Linux), so a recorded table says which host it ran on."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or 'unknown CPU'
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--configs', nargs='*', default=list(CONFIGS), choices=list(CONFIGS))
@@ -308,8 +321,8 @@ def main():
         return
 
     import platform
-    print('# Benchmark, %s, %s, %d CPUs' % (time.strftime('%Y-%m-%d'), platform.machine(),
-                                          os.cpu_count()))
+    print('# Benchmark, %s, %s (%s), %d CPUs' % (time.strftime('%Y-%m-%d'), platform.machine(),
+                                               cpu_model(), os.cpu_count()))
     print('command: python bench/benchmark.py ' + ' '.join(sys.argv[1:]))
     print()
     print('| config | order | threads (inter x intra; 0: TF default) | it/s (median) | windows it/s '
