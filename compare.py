@@ -37,8 +37,9 @@ def load_result(path):
     try:
         with open(path, 'rb') as f:
             result = pickle.load(f, encoding='latin1')  # latin1 reads Python 2 pickles too
-    except (OSError, pickle.UnpicklingError, EOFError) as e:
-        raise CompareError('cannot read %s (%s)' % (path, e))
+    except Exception as e:  # a pickle can fail in any way: name the file, not a traceback
+        raise CompareError('cannot read %s as a pickled test result (%s: %s)'
+                           % (path, type(e).__name__, e))
     if not isinstance(result, dict) or 'mses' not in result:
         raise CompareError("%s is not a test result: expected a dict with key 'mses'" % path)
     values = np.asarray(result['mses'], dtype=np.float64)

@@ -445,6 +445,13 @@ def main(argv):
     except (ConfigError, DataError, CheckpointError, TrainingStopped) as e:
         print('error: %s' % e, file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C before training started (loading images, tracing) or a second
+        # Ctrl-C during training: stop at once. Checkpoints are written
+        # atomically, so the last complete one is intact.
+        print('Interrupted: stopped at once; the last complete checkpoint (if any) is kept. '
+              'Run the same command to resume.', file=sys.stderr)
+        return 130
 
 
 if __name__ == '__main__':

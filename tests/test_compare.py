@@ -38,3 +38,12 @@ def test_a_folder_with_one_result_is_read_and_one_with_none_is_refused(tmp_path,
     (tmp_path / 'empty').mkdir()
     assert compare.main([str(tmp_path / 'run'), str(tmp_path / 'empty')]) == 2
     assert 'holds 0 test_*.pkl files' in capsys.readouterr().err
+
+
+def test_a_pickle_of_an_unknown_class_is_one_error_line_naming_the_file(tmp_path, capsys):
+    good = _write(tmp_path / 'a.pkl', np.ones((600, 2)))
+    bad = tmp_path / 'b.pkl'
+    bad.write_bytes(b'cno_such_module\nResult\n)\x81.')  # protocol-0 GLOBAL of a missing module
+    assert compare.main([good, str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'b.pkl' in err[0] and 'no_such_module' in err[0]
