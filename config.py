@@ -47,6 +47,12 @@ class Config:
     inter_op_threads: int = -1         # -1: chosen per configuration (thread_settings)
     intra_op_threads: int = -1
 
+    @classmethod
+    def from_dict(cls, values, **overrides):
+        """A Config from a dict of flag values (a golden file's flags, say); other keys are ignored."""
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        return cls(**dict(known, **overrides))
+
     def validate(self):
         if self.datasource not in DATASOURCES:
             raise ConfigError('unknown --datasource=%s: use one of %s'

@@ -113,6 +113,12 @@ def config_from_flags():
 # ------------------------------------------------------------------ batches
 def sinusoid_batches(config, data_generator, train):
     """(inputa, inputb, labela, labelb) from numpy's global generator, as the reference fed them."""
+    return (tuple(tf.constant(x) for x in batch)
+            for batch in sinusoid_arrays(config, data_generator, train))
+
+
+def sinusoid_arrays(config, data_generator, train):
+    """The batches of sinusoid_batches as float32 numpy arrays."""
     num_a = config.update_batch_size
     while True:
         batch_x, batch_y, amp, phase = data_generator.generate(train=train)
@@ -122,8 +128,7 @@ def sinusoid_batches(config, data_generator, train):
                 batch_x[i, :, 1] = amp[i]
                 batch_x[i, :, 2] = phase[i]
         batch_x, batch_y = batch_x.astype(np.float32), batch_y.astype(np.float32)
-        yield (tf.constant(batch_x[:, :num_a]), tf.constant(batch_x[:, num_a:]),
-               tf.constant(batch_y[:, :num_a]), tf.constant(batch_y[:, num_a:]))
+        yield batch_x[:, :num_a], batch_x[:, num_a:], batch_y[:, :num_a], batch_y[:, num_a:]
 
 
 def image_batches(config, data_generator, train, seed, start=0):

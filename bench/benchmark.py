@@ -55,43 +55,42 @@ TARGETS = {'sinusoid': (45, 450), 'omniglot5': (2.9, 10), 'omniglot20': (1.1, 2.
            'miniimagenet': (0.64, 1.2)}
 
 
-def build(name, first_order, threads):
-    """The config, model and batch iterator of one configuration, threads set as main.py does."""
+def make_config(name, first_order):
+    """A configuration's Config, input and output sizes."""
     from config import Config
-    from main import set_threads
-    from maml import MAML
 
     flags, dim_input, _ = CONFIGS[name]
     config = Config(stop_grad=first_order, **flags)
+    return config, dim_input, 1 if config.datasource == 'sinusoid' else config.num_classes
+
+
+def build(name, first_order, threads):
+    """The config, model and batch iterator of one configuration, threads set as main.py does."""
+    import tensorflow as tf
+
+    from main import set_threads
+    from maml import MAML
+
+    config, dim_input, dim_output = make_config(name, first_order)
     if threads == 'default':
         config.inter_op_threads = config.intra_op_threads = 0
     set_threads(config)  # as main.py does, before any op runs
-    dim_output = 1 if config.datasource == 'sinusoid' else config.num_classes
     if config.datasource == 'sinusoid':
-        from data_generator import DataGenerator
-        from main import sinusoid_batches
-        generator = DataGenerator(config.num_samples_per_class, config.meta_batch_size, config)
-        feed = sinusoid_batches(config, generator, train=True)
+        feed = (tuple(tf.constant(x) for x in batch) for batch in numpy_batches(name, config))
     else:
-        import tensorflow as tf
         fixed = [tf.constant(x) for x in next(image_batches(name, config))]
         feed = iter(lambda: fixed, None)
     return config, MAML(config, dim_input, dim_output, seed=0), feed
 
 
 def numpy_batches(name, config):
-    """Batches as numpy arrays (for the reference graph's feed_dict), drawn as build's are."""
+    """Batches as numpy arrays: the real sinusoid generator's, or one random image batch."""
     if config.datasource != 'sinusoid':
         return image_batches(name, config)
     from data_generator import DataGenerator
+    from main import sinusoid_arrays
     generator = DataGenerator(config.num_samples_per_class, config.meta_batch_size, config)
-    k = config.update_batch_size
-
-    def draw():
-        x, y, _, _ = generator.generate(train=True)
-        x, y = x.astype('float32'), y.astype('float32')
-        return x[:, :k], x[:, k:], y[:, :k], y[:, k:]
-    return iter(draw, None)
+    return sinusoid_arrays(config, generator, train=True)
 
 
 def image_batches(name, config):
@@ -154,13 +153,10 @@ def measure_reference(name, first_order, windows, min_window_seconds, fused_batc
     import numpy as np
     import tensorflow as tf
 
-    from config import Config
     from reference_graph import build_reference_step
 
     tf.compat.v1.disable_v2_behavior()  # as the reference ran under tf.compat.v1
-    flags, dim_input, _ = CONFIGS[name]
-    config = Config(stop_grad=first_order, **flags)
-    dim_output = 1 if config.datasource == 'sinusoid' else config.num_classes
+    config, dim_input, dim_output = make_config(name, first_order)
     session, placeholders, train_op, _ = build_reference_step(
         config, dim_input, dim_output, fused_batch_norm=fused_batch_norm)
     trace_seconds, rates, per_window = time_steps(

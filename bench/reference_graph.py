@@ -45,7 +45,8 @@ def build_reference_step(config, dim_input, dim_output, init=None, test_num_upda
         if test_num_updates is None:
             test_num_updates = config.test_num_updates
         steps = max(config.num_updates, test_num_updates)
-        weights, norm_offsets = _reference_variables(tf1, config, dim_input, dim_output)
+        channels = 3 if config.datasource == 'miniimagenet' else 1  # of the input images
+        weights, norm_offsets = _reference_variables(tf1, config, dim_input, channels, dim_output)
         placeholders = [tf1.placeholder(tf1.float32, name=n)
                         for n in ('inputa', 'inputb', 'labela', 'labelb')]
         classification = config.datasource != 'sinusoid'
@@ -57,7 +58,6 @@ def build_reference_step(config, dim_input, dim_output, init=None, test_num_upda
                     hidden = tf1.matmul(hidden, w['w%d' % i]) + w['b%d' % i]
                     hidden = tf1.nn.relu(hidden)
                 return tf1.matmul(hidden, w['w3']) + w['b3']
-            channels = 3 if config.datasource == 'miniimagenet' else 1
             size = int(round(np.sqrt(dim_input / channels)))
             hidden = tf1.reshape(inp, [-1, size, size, channels])
             for i in range(1, 5):
@@ -127,7 +127,7 @@ def build_reference_step(config, dim_input, dim_output, init=None, test_num_upda
     return session, placeholders, train_op, fetches
 
 
-def _reference_variables(tf1, config, dim_input, dim_output):
+def _reference_variables(tf1, config, dim_input, channels, dim_output):
     """Weights dict (fast-weight keys) and norm offsets, under the reference's TF1 names."""
     init = tf1.glorot_uniform_initializer()
     weights, norm_offsets = {}, []
@@ -139,10 +139,10 @@ def _reference_variables(tf1, config, dim_input, dim_output):
                     tf1.truncated_normal(dims[i:i + 2], stddev=0.01))
                 weights['b%d' % (i + 1)] = tf1.Variable(tf1.zeros([dims[i + 1]]))
         else:
-            channels = [3 if config.datasource == 'miniimagenet' else 1] + [config.num_filters] * 4
+            sizes = [channels] + [config.num_filters] * 4
             for i in range(4):
                 weights['conv%d' % (i + 1)] = tf1.get_variable(
-                    'conv%d' % (i + 1), [3, 3, channels[i], channels[i + 1]], initializer=init)
+                    'conv%d' % (i + 1), [3, 3, sizes[i], sizes[i + 1]], initializer=init)
                 weights['b%d' % (i + 1)] = tf1.Variable(tf1.zeros([config.num_filters]))
             for i in range(4):
                 with tf1.variable_scope(str(i)):
@@ -166,7 +166,7 @@ def check_golden(path):
 
     golden = np.load(path)
     flags = json.loads(str(golden['flags_json']))
-    config = Config(**{k: v for k, v in flags.items() if k in Config.__dataclass_fields__})
+    config = Config.from_dict(flags)
     dim_input, dim_output = golden['inputa'].shape[-1], golden['labela'].shape[-1]
     init = {n: golden['init/' + n] for n in golden['var_names']}
     session, placeholders, _, fetches = build_reference_step(

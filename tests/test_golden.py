@@ -68,12 +68,6 @@ def test_golden_file(filename):
 
 
 # ------------------------------------------------------------- model steps
-def _config_from_flags(flags):
-    known = {f for f in Config.__dataclass_fields__}
-    values = {k: v for k, v in flags.items() if k in known}
-    return Config(**values)
-
-
 def _close(actual, expected, rtol, atol=0.0, what=''):
     np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=rtol, atol=atol,
                                err_msg=what)
@@ -82,7 +76,7 @@ def _close(actual, expected, rtol, atol=0.0, what=''):
 def check_model_step(path):
     z = np.load(path)
     flags = json.loads(str(z['flags_json']))
-    config = _config_from_flags(flags)
+    config = Config.from_dict(flags)
     name = str(z['config_name'])
     num_updates = int(flags['num_updates'])
     eval_steps = max(num_updates, int(flags.get('test_num_updates', num_updates)))

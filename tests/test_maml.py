@@ -204,8 +204,7 @@ def test_first_order_meta_gradient_with_fused_batch_norm_matches_the_reference(
 
     z = np.load(os.path.join(repo, 'tests', 'golden', golden + '.npz'))
     flags = json.loads(str(z['flags_json']))
-    config = Config(stop_grad=True, **{k: v for k, v in flags.items()
-                                       if k in Config.__dataclass_fields__ and k != 'stop_grad'})
+    config = Config.from_dict(flags, stop_grad=True)
     batch = [z[k] for k in ('inputa', 'inputb', 'labela', 'labelb')]
     init = {n: z['init/' + n] for n in z['var_names']}
     model = MAML(config, batch[0].shape[-1], batch[2].shape[-1], seed=0)
