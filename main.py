@@ -131,6 +131,17 @@ def sinusoid_arrays(config, data_generator, train):
         yield batch_x[:, :num_a], batch_x[:, num_a:], batch_y[:, :num_a], batch_y[:, num_a:]
 
 
+def stack_batches(batches, slots):
+    """Numpy batches (inputa, inputb, labela, labelb) as four tensors [slots, ...],
+    zero past len(batches): every call of MAML.metatrain_steps has one shape."""
+    stacked = []
+    for parts in zip(*batches):
+        out = np.zeros((slots,) + parts[0].shape, np.float32)
+        out[:len(parts)] = parts
+        stacked.append(tf.constant(out))
+    return stacked
+
+
 def image_batches(config, data_generator, train, seed, start=0):
     """(inputa, inputb, labela, labelb) from the data set's prefetched batches, batch `start` on."""
     num_a = data_generator.num_classes * config.update_batch_size
@@ -246,6 +257,18 @@ def write_summaries(writer, prefix, res, itr, classification):
                         res['total_accuracies2'][j])
 
 
+def call_end(start, total, pretrain_iterations, steps_per_call, reports_after):
+    """Where the iterations that one training call runs from `start` on end (exclusive):
+    at most steps_per_call of them, stopping before a summary iteration, after one that
+    reports (reports_after(itr): prints, saves or validates), and at the end of
+    pre-training and of training."""
+    end = start + 1
+    while (end - start < steps_per_call and end < total and end != pretrain_iterations
+           and end % SUMMARY_INTERVAL != 0 and not reports_after(end - 1)):
+        end += 1
+    return end
+
+
 def train(config, model, data_generator, exp_dir, resume_itr=0, state=None):
     if config.datasource == 'sinusoid':
         print_interval = 1000
@@ -262,7 +285,7 @@ def train(config, model, data_generator, exp_dir, resume_itr=0, state=None):
     if config.datasource == 'sinusoid':
         if 'numpy_random_state' in state:
             set_numpy_state(state['numpy_random_state'])
-        train_batches = sinusoid_batches(config, data_generator, train=True)
+        train_batches = sinusoid_arrays(config, data_generator, train=True)
         val_batches = None
     else:
         # Shot order and rotations come from a seeded generator per batch, so
@@ -274,6 +297,11 @@ def train(config, model, data_generator, exp_dir, resume_itr=0, state=None):
                                       start=resume_itr)
         val_batches = image_batches(config, data_generator, False, [state['batch_seed'], 1],
                                     start=state['val_batches_used'])
+    # A sinusoid step computes for less time than entering a compiled function
+    # takes, so its steps run up to a summary interval at a time in one call
+    # (MAML.metatrain_steps), the same steps on the same batches. An image
+    # step runs for tens of milliseconds or more: one call each.
+    steps_per_call = SUMMARY_INTERVAL if config.datasource == 'sinusoid' else 1
 
     def next_val_batch():
         state['val_batches_used'] += 1
@@ -285,17 +313,32 @@ def train(config, model, data_generator, exp_dir, resume_itr=0, state=None):
             state['numpy_random_state'] = numpy_state()
         checkpoint.save(exp_dir, itr, checkpoint_tensors(model, state))
 
+    def reports_after(itr):
+        """Whether iteration itr is followed by a print, a save or a validation."""
+        return itr != 0 and (itr % print_interval == 0 or itr % SAVE_INTERVAL == 0 or (
+            val_batches is not None and itr % test_print_interval == 0))
+
+    def run_steps(batches, pretraining):
+        """The training steps on these batches, in order; their objectives."""
+        if steps_per_call == 1:
+            step = model.pretrain_step if pretraining else model.metatrain_step
+            return [float(step(*batch)['objective']) for batch in batches]
+        steps = model.pretrain_steps if pretraining else model.metatrain_steps
+        objectives = steps(*stack_batches(batches, steps_per_call), tf.constant(len(batches)))
+        return objectives.numpy()[:len(batches)]
+
     writer = tf.summary.create_file_writer(exp_dir) if config.log else None
     print('Done initializing, starting training.')
     prelosses, postlosses = [], []
-    itr = resume_itr - 1
+    itr, last = resume_itr, resume_itr - 1
     with StopRequest() as stop:
-        for itr in range(resume_itr, total):
-            inputa, inputb, labela, labelb = next(train_batches)
+        while itr < total:
+            end = call_end(itr, total, config.pretrain_iterations, steps_per_call, reports_after)
+            batches = [next(train_batches) for _ in range(end - itr)]
             if itr % SUMMARY_INTERVAL == 0:
                 # The values the reference fetched with its training op: this
                 # batch, the weights before the update, every evaluated step.
-                res = model.evaluate(inputa, inputb, labela, labelb, eval_steps)
+                res = model.evaluate(*[tf.constant(x) for x in batches[0]], eval_steps)
                 prelosses.append(res[pre_key].numpy())
                 postlosses.append(res[post_key][num_updates - 1].numpy())
                 # The reference's merged summaries held a validation batch too,
@@ -308,44 +351,42 @@ def train(config, model, data_generator, exp_dir, resume_itr=0, state=None):
                         val = model.evaluate(*val_batch, eval_steps)
                         write_summaries(writer, 'metaval_', val, itr, classification)
 
-            if itr < config.pretrain_iterations:
-                result = model.pretrain_step(inputa, inputb, labela, labelb)
-            else:
-                result = model.metatrain_step(inputa, inputb, labela, labelb)
-            objective = float(result['objective'])
-            if not np.isfinite(objective):
-                raise TrainingStopped(
-                    'the training loss became %s at iteration %d; stopped without saving, the '
-                    'last good checkpoint in %s stays the latest (try a smaller --meta_lr or '
-                    '--update_lr)' % (objective, itr, exp_dir))
+            objectives = run_steps(batches, pretraining=itr < config.pretrain_iterations)
+            for i, objective in enumerate(objectives, start=itr):
+                if not np.isfinite(objective):
+                    raise TrainingStopped(
+                        'the training loss became %s at iteration %d; stopped without saving, '
+                        'the last good checkpoint in %s stays the latest (try a smaller '
+                        '--meta_lr or --update_lr)' % (objective, i, exp_dir))
+            itr, last = end, end - 1
 
-            if itr != 0 and itr % print_interval == 0:
-                if itr < config.pretrain_iterations:
-                    print_str = 'Pretrain Iteration ' + str(itr)
+            if last != 0 and last % print_interval == 0:
+                if last < config.pretrain_iterations:
+                    print_str = 'Pretrain Iteration ' + str(last)
                 else:
-                    print_str = 'Iteration ' + str(itr - config.pretrain_iterations)
+                    print_str = 'Iteration ' + str(last - config.pretrain_iterations)
                 print_str += ': ' + str(np.mean(prelosses)) + ', ' + str(np.mean(postlosses))
                 print(print_str, flush=True)
                 prelosses, postlosses = [], []
 
-            if itr != 0 and itr % SAVE_INTERVAL == 0:
-                save(itr)
+            if last != 0 and last % SAVE_INTERVAL == 0:
+                save(last)
 
             # Sinusoid has infinite data: no validation set.
-            if itr != 0 and itr % test_print_interval == 0 and val_batches is not None:
+            if last != 0 and last % test_print_interval == 0 and val_batches is not None:
                 val = model.evaluate(*next_val_batch(), eval_steps)
                 print('Validation results: ' + str(val[pre_key].numpy()) + ', '
                       + str(val[post_key][num_updates - 1].numpy()), flush=True)
 
             if stop.requested:
-                save(itr)
+                save(last)
                 print('Interrupted after iteration %d: saved %s. Run the same command to resume.'
-                      % (itr, os.path.join(exp_dir, 'model%d' % itr)), flush=True)
+                      % (last, os.path.join(exp_dir, 'model%d' % last)), flush=True)
                 return 130
     if writer:
         writer.flush()
-    if itr >= resume_itr:
-        save(itr)
+    if last >= resume_itr:
+        save(last)
     else:
         print('Nothing to train: the checkpoint in %s is already at iteration %d of %d (a '
               'finished run with the same experiment name: use another --logdir, or '

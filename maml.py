@@ -49,6 +49,8 @@ class MAML:
         self.metatrain_step = tf.function(self._metatrain_step, jit_compile=jit)
         self.pretrain_step = tf.function(self._pretrain_step, jit_compile=jit)
         self.evaluate = tf.function(self._evaluate, jit_compile=jit)
+        self.metatrain_steps = tf.function(self._metatrain_steps, jit_compile=jit)
+        self.pretrain_steps = tf.function(self._pretrain_steps, jit_compile=jit)
 
     # ---------------------------------------------------------------- weights
     def _new_variable(self, key, value, tf1_name, weights=None):
@@ -237,6 +239,33 @@ class MAML:
             res = self.meta_batch(inputa, inputb, labela, labelb, 0)
         self.pretrain_optimizer.apply(self._gradients(res['total_loss1'], tape))
         return {'total_loss1': res['total_loss1'], 'objective': res['total_loss1']}
+
+    def _metatrain_steps(self, inputa, inputb, labela, labelb, count):
+        """metatrain_step on batches 0..count-1 of stacked batches [slots, tasks, ...]."""
+        return self._repeat(self._metatrain_step, inputa, inputb, labela, labelb, count)
+
+    def _pretrain_steps(self, inputa, inputb, labela, labelb, count):
+        """pretrain_step on batches 0..count-1 of stacked batches [slots, tasks, ...]."""
+        return self._repeat(self._pretrain_step, inputa, inputb, labela, labelb, count)
+
+    @staticmethod
+    def _repeat(step, inputa, inputb, labela, labelb, count):
+        """Run `step` on `count` stacked batches in one loop; their objectives [slots].
+
+        A sinusoid step computes for well under a millisecond, and entering a
+        compiled function costs about as much again: a loop inside one call
+        pays that once for many steps. Slots past `count` are padding (their
+        objectives stay 0), so every call has the same shapes and compiles once.
+        """
+        def body(i, objectives):
+            objective = step(inputa[i], inputb[i], labela[i], labelb[i])['objective']
+            return i + 1, tf.tensor_scatter_nd_update(objectives, [[i]], [objective])
+
+        # parallel_iterations=1: each step reads the weights the one before wrote.
+        _, objectives = tf.while_loop(lambda i, _: i < count, body,
+                                      (tf.constant(0), tf.zeros([inputa.shape[0]])),
+                                      parallel_iterations=1)
+        return objectives
 
     def _evaluate(self, inputa, inputb, labela, labelb, num_updates):
         """Every value of the reference's graph for this batch, no update."""

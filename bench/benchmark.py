@@ -10,8 +10,9 @@ Each configuration runs in a fresh process (so peak memory is its own): it
 builds the model, warms up (tracing plus a few steps), then times several
 windows of meta-training iterations and reports the median iterations/s.
 Sinusoid batches come from the real generator (the data cost is part of an
-iteration, as in training); image batches are random tensors of the right shape
-(the input pipeline runs ahead in a background thread during real training).
+iteration, as in training), and its steps run 100 to a call, as main.py runs
+them; image batches are random tensors of the right shape (the input pipeline
+runs ahead in a background thread during real training), one step to a call.
 With --omniglot_folder, start-up is the time from launching main.py on the
 full Omniglot data until it prints 'Done initializing, starting training.',
 and until its first iteration is done. With --reference, each configuration is
@@ -132,17 +133,35 @@ def time_steps(step, batches, windows, min_window_seconds):
 
 def measure(name, first_order, windows, min_window_seconds, threads):
     import numpy as np
+    import tensorflow as tf
+
+    from main import SUMMARY_INTERVAL, stack_batches
 
     config, model, batches = build(name, first_order, threads)
     first_batch = next(batches)
+    if config.datasource == 'sinusoid':
+        # As main.train runs it: a summary interval of steps per call, their
+        # batches drawn and stacked for each call.
+        arrays, count = numpy_batches(name, config), tf.constant(SUMMARY_INTERVAL)
+        steps_per_call = SUMMARY_INTERVAL
+
+        def call(_):
+            chunk = [next(arrays) for _ in range(SUMMARY_INTERVAL)]
+            return model.metatrain_steps(*stack_batches(chunk, SUMMARY_INTERVAL), count).numpy()
+    else:
+        steps_per_call = 1
+
+        def call(batch):
+            return float(model.metatrain_step(*batch)['objective'])
     trace_seconds, rates, per_window = time_steps(
-        lambda batch: float(model.metatrain_step(*batch)['objective']),
-        itertools.chain([first_batch], batches), windows, min_window_seconds)
+        call, itertools.chain([first_batch], batches), windows, min_window_seconds)
+    rates = [r * steps_per_call for r in rates]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     flops = count_conv_flops(model.metatrain_step.get_concrete_function(*first_batch))
     return {'config': name, 'order': 1 if first_order else 2, 'it_per_s': float(np.median(rates)),
             'threads': '%d x %d' % config.thread_settings(os.cpu_count() or 1),
-            'windows': [round(r, 2) for r in rates], 'iterations_per_window': per_window,
+            'windows': [round(r, 2) for r in rates],
+            'iterations_per_window': per_window * steps_per_call,
             'first_step_s': trace_seconds, 'peak_rss_mb': peak_mb,
             'gflop_per_it': flops['total'] / 1e9,
             'conv_gflop': [[list(k), v / 1e9] for k, v in flops['by_conv'].items()]}
@@ -195,28 +214,45 @@ def print_flop_bound(results):
     if not conv_results:
         return
     signatures = sorted({tuple(s) for r in conv_results for s, _ in r['conv_gflop']})
-    out = subprocess.run([sys.executable, __file__, '--rates', json.dumps(signatures)],
-                         capture_output=True, text=True)
-    lines = [l for l in out.stdout.splitlines() if l.startswith('RATES ')]
-    if not lines:
-        print('\nconvolution ceiling: failed: %s' % out.stderr.strip()[-300:])
+    rates, bf16_rates = conv_rates(signatures, 'float32'), conv_rates(signatures, 'bfloat16')
+    if rates is None:
         return
-    rates = {tuple(s): rate for s, rate in json.loads(lines[0][len('RATES '):])}
     print()
     print('FLOP bound: convolution FLOPs of one traced step (ops the step depends on), and the '
           'best it/s if each of its convolutions ran at the speed measured for that shape on one '
-          'large batch using every core, and nothing else took time.')
+          'large batch using every core, and nothing else took time; the same in bfloat16: the '
+          'ceiling of a reduced-precision path.')
     print()
-    print('| config | order | GFLOP/it | achieved GFLOP/s | conv-bound it/s | measured / bound |')
-    print('|---|---|---|---|---|---|')
+    print('| config | order | GFLOP/it | achieved GFLOP/s | conv-bound it/s | measured / bound '
+          '| bf16 conv-bound it/s |')
+    print('|---|---|---|---|---|---|---|')
+
+    def bound_seconds(r, by_signature):
+        return sum(gflop / by_signature[tuple(s)] for s, gflop in r['conv_gflop'])
+
     for r in conv_results:
-        bound_seconds = sum(gflop / rates[tuple(s)] for s, gflop in r['conv_gflop'])
-        print('| %s | %d | %.1f | %.0f | %.2f | %.0f%% |' % (
+        seconds = bound_seconds(r, rates)
+        bf16 = '%.2f' % (1 / bound_seconds(r, bf16_rates)) if bf16_rates else 'failed'
+        print('| %s | %d | %.1f | %.0f | %.2f | %.0f%% | %s |' % (
             r['config'], r['order'], r['gflop_per_it'], r['gflop_per_it'] * r['it_per_s'],
-            1 / bound_seconds, 100 * r['it_per_s'] * bound_seconds))
+            1 / seconds, 100 * r['it_per_s'] * seconds, bf16))
     print()
-    print('Large-batch GFLOP/s per convolution (type, input size, in, out channels, stride): '
-          + '; '.join('%s %d %d->%d /%d: %.0f' % (s + (rates[s],)) for s in signatures))
+    print('Large-batch GFLOP/s per convolution, float32 (bfloat16) (type, input size, in, out '
+          'channels, stride): ' + '; '.join(
+              '%s %d %d->%d /%d: %.0f (%s)' % (s + (rates[s], '%.0f' % bf16_rates[s]
+                                                   if bf16_rates else '-'))
+              for s in signatures))
+
+
+def conv_rates(signatures, dtype):
+    """{signature: large-batch GFLOP/s} in a fresh process (all cores), or None if it failed."""
+    out = subprocess.run([sys.executable, __file__, '--rates', json.dumps(signatures),
+                          '--rates_dtype', dtype], capture_output=True, text=True)
+    lines = [l for l in out.stdout.splitlines() if l.startswith('RATES ')]
+    if not lines:
+        print('\nconvolution ceiling (%s): failed: %s' % (dtype, out.stderr.strip()[-300:]))
+        return None
+    return {tuple(s): rate for s, rate in json.loads(lines[0][len('RATES '):])}
 
 
 def run_child(args, name, order, program):
@@ -299,11 +335,13 @@ def main():
     parser.add_argument('--program', default='port', choices=['port', 'reference'],
                         help=argparse.SUPPRESS)
     parser.add_argument('--rates', help=argparse.SUPPRESS)
+    parser.add_argument('--rates_dtype', default='float32', help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.rates:  # child process: large-batch GFLOP/s of these conv signatures, all cores
         signatures = [tuple(s) for s in json.loads(args.rates)]
-        print('RATES ' + json.dumps([[list(s), conv_rate(s)] for s in signatures]))
+        print('RATES ' + json.dumps([[list(s), conv_rate(s, dtype=args.rates_dtype)]
+                                     for s in signatures]))
         return
 
     if args.one:  # child process: measure one configuration, print JSON

@@ -73,17 +73,21 @@ def count_conv_flops(concrete_function):
     return {'total': total, 'by_conv': by_conv, 'ops': ops}
 
 
-def conv_rate(signature, min_flops=2e9, repeats=5):
-    """GFLOP/s of one convolution of this signature on a batch of >= min_flops work."""
+def conv_rate(signature, min_flops=2e9, repeats=5, dtype='float32'):
+    """GFLOP/s of one convolution of this signature on a batch of >= min_flops work.
+
+    dtype='bfloat16' times the same convolution in bfloat16 (oneDNN's kernels
+    on CPUs with AVX-512 BF16): the ceiling a reduced-precision path could reach.
+    """
     import tensorflow as tf
     kind, height, cin, cout, stride = signature
     strides = [1, stride, stride, 1]
     out_height = -(-height // stride)
     batch = max(1, int(min_flops / (2 * out_height * out_height * cout * 9 * cin)))
     rng = np.random.default_rng(0)
-    x = tf.constant(rng.standard_normal((batch, height, height, cin)), tf.float32)
-    kernel = tf.constant(rng.standard_normal((3, 3, cin, cout)), tf.float32)
-    dy = tf.constant(rng.standard_normal((batch, out_height, out_height, cout)), tf.float32)
+    x = tf.constant(rng.standard_normal((batch, height, height, cin)), dtype)
+    kernel = tf.constant(rng.standard_normal((3, 3, cin, cout)), dtype)
+    dy = tf.constant(rng.standard_normal((batch, out_height, out_height, cout)), dtype)
     if kind == 'Conv2D':
         run = tf.function(lambda: tf.nn.conv2d(x, kernel, strides, 'SAME'))
     elif kind == 'Conv2DBackpropInput':

@@ -142,3 +142,25 @@ def test_bad_input_gives_one_clear_line_and_a_failing_exit(tmp_path, args, messa
     assert 'Traceback' not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith('error: ') and message in last, proc.stderr
+
+
+def test_a_training_call_never_spans_a_summary_a_report_or_the_end_of_pretraining():
+    from main import SUMMARY_INTERVAL, call_end
+
+    total, pretrain = 3001, 1050
+
+    def reports_after(itr):
+        return itr != 0 and itr % 1000 == 0
+
+    calls, start = [], 0
+    while start < total:
+        end = call_end(start, total, pretrain, SUMMARY_INTERVAL, reports_after)
+        calls.append(range(start, end))
+        start = end
+    assert [i for c in calls for i in c] == list(range(total))
+    for c in calls:
+        assert 1 <= len(c) <= SUMMARY_INTERVAL
+        assert all(i % SUMMARY_INTERVAL != 0 and i != pretrain for i in c[1:]), c
+        assert not any(reports_after(i) for i in c[:-1]), c
+    # Between those boundaries a call is as long as it may be.
+    assert range(1100, 1200) in calls and range(1001, 1050) in calls and range(0, 100) in calls

@@ -221,3 +221,17 @@ def test_first_order_meta_gradient_with_fused_batch_norm_matches_the_reference(
     for name, g in expected.items():
         np.testing.assert_allclose(mine[name].numpy(), g, rtol=0, atol=grad_atol_frac * largest,
                                    err_msg=name)
+
+
+@pytest.mark.parametrize('kind', ['metatrain', 'pretrain'])
+def test_steps_run_in_one_call_equal_the_same_steps_called_one_by_one(kind):
+    looped, _ = _sine_model()
+    stepwise, _ = _sine_model()
+    batches = [_sine_batch(seed=s) for s in range(3)]
+    # Five slots, three used: the padding slots must not be run.
+    stacked = [tf.stack(parts + (tf.zeros_like(parts[0]),) * 2) for parts in zip(*batches)]
+    objectives = getattr(looped, kind + '_steps')(*stacked, tf.constant(3)).numpy()
+    expected = [float(getattr(stepwise, kind + '_step')(*b)['objective']) for b in batches]
+    np.testing.assert_allclose(objectives, expected + [0, 0], rtol=1e-6)
+    for a, b in zip(looped.trainable_variables, stepwise.trainable_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7, err_msg=a.name)
