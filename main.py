@@ -216,7 +216,8 @@ def check_writable(folder):
 
 # ------------------------------------------------------------------- train
 class StopRequest:
-    """Turns Ctrl-C / SIGTERM into a request honoured between iterations."""
+    """Turns Ctrl-C / SIGTERM into a request honoured between training calls (one
+    iteration, or up to 100 sinusoid iterations: well under a second)."""
 
     def __init__(self):
         self.requested = False

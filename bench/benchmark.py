@@ -110,7 +110,7 @@ def image_batches(name, config):
 
 
 def time_steps(step, batches, windows, min_window_seconds):
-    """Seconds of the first step (tracing included), and it/s of each timed window."""
+    """Seconds of the first call (tracing included), and calls/s of each timed window."""
     start = time.perf_counter()
     step(next(batches))
     trace_seconds = time.perf_counter() - start
@@ -143,18 +143,17 @@ def measure(name, first_order, windows, min_window_seconds, threads):
         # As main.train runs it: a summary interval of steps per call, their
         # batches drawn and stacked for each call.
         arrays, count = numpy_batches(name, config), tf.constant(SUMMARY_INTERVAL)
-        steps_per_call = SUMMARY_INTERVAL
+        steps_per_call, feed = SUMMARY_INTERVAL, itertools.repeat(None)
 
         def call(_):
             chunk = [next(arrays) for _ in range(SUMMARY_INTERVAL)]
             return model.metatrain_steps(*stack_batches(chunk, SUMMARY_INTERVAL), count).numpy()
     else:
-        steps_per_call = 1
+        steps_per_call, feed = 1, itertools.chain([first_batch], batches)
 
         def call(batch):
             return float(model.metatrain_step(*batch)['objective'])
-    trace_seconds, rates, per_window = time_steps(
-        call, itertools.chain([first_batch], batches), windows, min_window_seconds)
+    trace_seconds, rates, per_window = time_steps(call, feed, windows, min_window_seconds)
     rates = [r * steps_per_call for r in rates]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     flops = count_conv_flops(model.metatrain_step.get_concrete_function(*first_batch))
@@ -360,7 +359,7 @@ def main():
     print('command: python bench/benchmark.py ' + ' '.join(sys.argv[1:]))
     print()
     print('| config | order | threads (inter x intra; 0: TF default) | it/s (median) | windows it/s '
-          '| first step incl. tracing (s) | peak RSS (MB) |')
+          '| first call incl. tracing (s) | peak RSS (MB) |')
     print('|---|---|---|---|---|---|---|')
     results, reference = [], {}
     for name in args.configs:

@@ -102,9 +102,11 @@ def test_testing_writes_the_reference_csv_and_pkl(trained):
 def test_a_run_resumed_from_its_checkpoint_ends_like_an_uninterrupted_one(tmp_path):
     whole, parts = str(tmp_path / 'whole'), str(tmp_path / 'parts')
     run_main(SINE + ['--metatrain_iterations=1500', '--logdir=' + whole, '--seed=5'])
-    run_main(SINE + ['--metatrain_iterations=1200', '--logdir=' + parts, '--seed=5'])
+    # 1250: the resumed run's training calls start mid-way through the
+    # uninterrupted run's 100-step calls.
+    run_main(SINE + ['--metatrain_iterations=1250', '--logdir=' + parts, '--seed=5'])
     proc = run_main(SINE + ['--metatrain_iterations=1500', '--logdir=' + parts, '--seed=5'])
-    assert 'Restoring model weights from' in proc.stdout and 'model1199' in proc.stdout
+    assert 'Restoring model weights from' in proc.stdout and 'model1249' in proc.stdout
     a = tf.train.load_checkpoint(os.path.join(whole, EXP, 'model1499'))
     b = tf.train.load_checkpoint(os.path.join(parts, EXP, 'model1499'))
     for name in a.get_variable_to_shape_map():
@@ -144,23 +146,26 @@ def test_bad_input_gives_one_clear_line_and_a_failing_exit(tmp_path, args, messa
     assert last.startswith('error: ') and message in last, proc.stderr
 
 
-def test_a_training_call_never_spans_a_summary_a_report_or_the_end_of_pretraining():
+@pytest.mark.parametrize('start, total, pretrain, steps_per_call', [
+    (0, 3001, 1050, 100), (1051, 3001, 1050, 100), (0, 2000, 2000, 100), (0, 1200, 50, 1)])
+def test_a_training_call_never_spans_a_summary_a_report_or_the_end_of_pretraining(
+        start, total, pretrain, steps_per_call):
     from main import SUMMARY_INTERVAL, call_end
-
-    total, pretrain = 3001, 1050
 
     def reports_after(itr):
         return itr != 0 and itr % 1000 == 0
 
-    calls, start = [], 0
+    calls, first = [], start
     while start < total:
-        end = call_end(start, total, pretrain, SUMMARY_INTERVAL, reports_after)
+        end = call_end(start, total, pretrain, steps_per_call, reports_after)
         calls.append(range(start, end))
         start = end
-    assert [i for c in calls for i in c] == list(range(total))
+    assert [i for c in calls for i in c] == list(range(first, total))
     for c in calls:
-        assert 1 <= len(c) <= SUMMARY_INTERVAL
+        assert 1 <= len(c) <= steps_per_call
         assert all(i % SUMMARY_INTERVAL != 0 and i != pretrain for i in c[1:]), c
         assert not any(reports_after(i) for i in c[:-1]), c
-    # Between those boundaries a call is as long as it may be.
-    assert range(1100, 1200) in calls and range(1001, 1050) in calls and range(0, 100) in calls
+        # ... and is as long as it may be between those boundaries.
+        end = c[-1] + 1
+        assert len(c) == steps_per_call or end in (total, pretrain) or \
+            end % SUMMARY_INTERVAL == 0 or reports_after(c[-1]), c

@@ -223,15 +223,20 @@ def test_first_order_meta_gradient_with_fused_batch_norm_matches_the_reference(
                                    err_msg=name)
 
 
+@pytest.mark.parametrize('xla', [True, False])
 @pytest.mark.parametrize('kind', ['metatrain', 'pretrain'])
-def test_steps_run_in_one_call_equal_the_same_steps_called_one_by_one(kind):
-    looped, _ = _sine_model()
-    stepwise, _ = _sine_model()
+def test_steps_run_in_one_call_equal_the_same_steps_called_one_by_one(kind, xla):
+    looped, _ = _sine_model(xla=xla)
+    stepwise, _ = _sine_model(xla=xla)
     batches = [_sine_batch(seed=s) for s in range(3)]
     # Five slots, three used: the padding slots must not be run.
     stacked = [tf.stack(parts + (tf.zeros_like(parts[0]),) * 2) for parts in zip(*batches)]
     objectives = getattr(looped, kind + '_steps')(*stacked, tf.constant(3)).numpy()
     expected = [float(getattr(stepwise, kind + '_step')(*b)['objective']) for b in batches]
-    np.testing.assert_allclose(objectives, expected + [0, 0], rtol=1e-6)
+    # Compiled with XLA (the default) the loop's steps are the same to the
+    # bit; without XLA, TensorFlow optimises the loop body's graph on its own
+    # and a weight can differ in its last bit.
+    rtol = 0 if xla else 1e-6
+    np.testing.assert_allclose(objectives, np.float32(expected + [0, 0]), rtol=rtol, atol=0)
     for a, b in zip(looped.trainable_variables, stepwise.trainable_variables):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7, err_msg=a.name)
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=rtol, atol=0, err_msg=a.name)
