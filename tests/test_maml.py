@@ -235,8 +235,10 @@ def test_steps_run_in_one_call_equal_the_same_steps_called_one_by_one(kind, xla)
     expected = [float(getattr(stepwise, kind + '_step')(*b)['objective']) for b in batches]
     # Compiled with XLA (the default) the loop's steps are the same to the
     # bit; without XLA, TensorFlow optimises the loop body's graph on its own
-    # and a weight can differ in its last bit.
-    rtol = 0 if xla else 1e-6
-    np.testing.assert_allclose(objectives, np.float32(expected + [0, 0]), rtol=rtol, atol=0)
+    # and an update can differ in the last bits of float32 rounding.
+    tol = 0 if xla else 1e-6
+    np.testing.assert_allclose(objectives, np.float32(expected + [0, 0]), rtol=tol, atol=0)
     for a, b in zip(looped.trainable_variables, stepwise.trainable_variables):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=rtol, atol=0, err_msg=a.name)
+        scale = float(np.max(np.abs(b.numpy())))
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=tol, atol=tol * scale,
+                                   err_msg=a.name)
