@@ -213,9 +213,10 @@ def print_flop_bound(results):
     if not conv_results:
         return
     signatures = sorted({tuple(s) for r in conv_results for s, _ in r['conv_gflop']})
-    rates, bf16_rates = conv_rates(signatures, 'float32'), conv_rates(signatures, 'bfloat16')
+    rates = conv_rates(signatures, 'float32')
     if rates is None:
         return
+    bf16_rates = conv_rates(signatures, 'bfloat16')
     print()
     print('FLOP bound: convolution FLOPs of one traced step (ops the step depends on), and the '
           'best it/s if each of its convolutions ran at the speed measured for that shape on one '
