@@ -7,6 +7,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from conftest import REPO_ROOT
@@ -91,17 +92,26 @@ def test_ctrl_c_saves_a_checkpoint_and_the_next_run_resumes_from_it(tmp_path):
     assert os.path.exists(os.path.join(logdir, EXP, 'model%d.index' % (saved + 1)))
 
 
-def test_a_non_finite_loss_stops_training_naming_the_iteration_and_keeps_the_checkpoint(tmp_path):
+@pytest.mark.parametrize('bad_flags, first_bad_iteration', [
+    # An absurd inner step size overflows the fast weights at once: the first
+    # step of the call (1001 to 1099) already has a non-finite loss.
+    (['--update_lr=1e30', '--train_update_lr=0.01'], 1001),
+    # An absurd meta step size: step 1001 starts from the good checkpoint, its
+    # Adam update moves every weight by about 1e10, so the loss of step 1002,
+    # part-way through the call, is the first non-finite one.
+    (['--meta_lr=1e10'], 1002),
+], ids=['at_the_first_step_of_a_call', 'part_way_through_a_call'])
+def test_a_non_finite_loss_stops_training_naming_the_iteration_and_keeps_the_checkpoint(
+        tmp_path, bad_flags, first_bad_iteration):
     logdir = str(tmp_path)
     run_main(SINE + ['--metatrain_iterations=1001', '--logdir=' + logdir])
     before = files_snapshot(os.path.join(logdir, EXP))
-    # An absurd inner step size overflows the fast weights at once.
-    bad = SINE + ['--metatrain_iterations=3000', '--logdir=' + logdir, '--update_lr=1e30',
-                  '--train_update_lr=0.01']
+    bad = SINE + ['--metatrain_iterations=3000', '--logdir=' + logdir] + bad_flags
     proc = run_main(bad, check=False)
     assert proc.returncode != 0 and 'Traceback' not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith('error: the training loss became') and 'iteration 1001' in last, last
+    assert last.startswith('error: the training loss became'), last
+    assert 'iteration %d;' % first_bad_iteration in last, last
     after = files_snapshot(os.path.join(logdir, EXP))
     assert {p: v for p, v in after.items() if 'tfevents' not in p} == \
         {p: v for p, v in before.items() if 'tfevents' not in p}
