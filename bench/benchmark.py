@@ -44,6 +44,8 @@ CONFIGS = {
                       meta_batch_size=25, num_updates=1), 1, None),
     'omniglot5': (dict(datasource='omniglot', num_classes=5, meta_batch_size=32,
                        update_batch_size=1, update_lr=0.4, num_updates=1), 784, 1),
+    'omniglot5shot': (dict(datasource='omniglot', num_classes=5, meta_batch_size=32,
+                           update_batch_size=5, update_lr=0.4, num_updates=1), 784, 5),
     'omniglot20': (dict(datasource='omniglot', num_classes=20, meta_batch_size=16,
                         update_batch_size=1, update_lr=0.1, num_updates=5), 784, 1),
     'miniimagenet': (dict(datasource='miniimagenet', num_classes=5, meta_batch_size=4,
