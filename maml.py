@@ -214,17 +214,22 @@ class MAML:
         return {name: (g if g is not None else tf.zeros_like(v))
                 for name, g, v in zip(names, grads, self.trainable_variables)}
 
+    def meta_gradients(self, inputa, inputb, labela, labelb):
+        """The meta-batch's results, its objective (split b's loss after
+        num_updates inner steps) and the objective's gradients by reference name."""
+        num_updates = self.config.num_updates
+        with tf.GradientTape() as tape:
+            res = self.meta_batch(inputa, inputb, labela, labelb, num_updates)
+            objective = res['total_losses2'][num_updates - 1]
+        return res, objective, self._gradients(objective, tape)
+
     def _metatrain_step(self, inputa, inputb, labela, labelb):
         """One meta-update: Adam on split b's loss after num_updates inner steps.
 
         Returns the pre-update loss, the objective, and the meta-gradients by
         reference name (before and after MiniImagenet's clipping).
         """
-        num_updates = self.config.num_updates
-        with tf.GradientTape() as tape:
-            res = self.meta_batch(inputa, inputb, labela, labelb, num_updates)
-            objective = res['total_losses2'][num_updates - 1]
-        grads = self._gradients(objective, tape)
+        res, objective, grads = self.meta_gradients(inputa, inputb, labela, labelb)
         applied = grads
         if self.config.datasource == 'miniimagenet':
             applied = {n: tf.clip_by_value(g, -GRADIENT_CLIP, GRADIENT_CLIP)

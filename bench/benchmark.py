@@ -257,21 +257,26 @@ def conv_rates(signatures, dtype):
     return {tuple(s): rate for s, rate in json.loads(lines[0][len('RATES '):])}
 
 
+def child_result(argv, env=None):
+    """Run a script's child mode in a fresh process; the JSON it printed after
+    'RESULT ', or {'error': the end of its stderr}."""
+    out = subprocess.run([sys.executable] + argv, capture_output=True, text=True, env=env)
+    lines = [l for l in out.stdout.splitlines() if l.startswith('RESULT ')]
+    if not lines:
+        return {'error': out.stderr.strip()[-300:]}
+    return json.loads(lines[0][len('RESULT '):])
+
+
 def run_child(args, name, order, program):
     """Measure one configuration of one program in a fresh process; its JSON result."""
     env = dict(os.environ)
     if program == 'reference':
         env['TF_ENABLE_ONEDNN_OPTS'] = args.reference_onednn
-    out = subprocess.run([sys.executable, __file__, '--one', name, str(order),
-                          '--program', program, '--windows', str(args.windows),
-                          '--threads', args.threads,
-                          '--min_window_seconds', str(args.min_window_seconds)]
-                         + (['--reference_fused_bn'] if args.reference_fused_bn else []),
-                         capture_output=True, text=True, env=env)
-    lines = [l for l in out.stdout.splitlines() if l.startswith('RESULT ')]
-    if not lines:
-        return {'error': out.stderr.strip()[-300:]}
-    return json.loads(lines[0][len('RESULT '):])
+    return child_result([__file__, '--one', name, str(order),
+                         '--program', program, '--windows', str(args.windows),
+                         '--threads', args.threads,
+                         '--min_window_seconds', str(args.min_window_seconds)]
+                        + (['--reference_fused_bn'] if args.reference_fused_bn else []), env)
 
 
 def print_speedups(results, reference, onednn, fused_batch_norm):
@@ -312,6 +317,15 @@ def cpu_model():
         pass
     import platform
     return platform.processor() or 'unknown CPU'
+
+
+def print_run_header(title, script):
+    """The first lines of a recorded run: what, when, on which machine, the command."""
+    import platform
+    print('# %s, %s, %s (%s), %d CPUs' % (title, time.strftime('%Y-%m-%d'), platform.machine(),
+                                        cpu_model(), os.cpu_count()))
+    print('command: python bench/%s %s' % (script, ' '.join(sys.argv[1:])))
+    print()
 
 
 def main():
@@ -356,11 +370,7 @@ def main():
         print('RESULT ' + json.dumps(result))
         return
 
-    import platform
-    print('# Benchmark, %s, %s (%s), %d CPUs' % (time.strftime('%Y-%m-%d'), platform.machine(),
-                                               cpu_model(), os.cpu_count()))
-    print('command: python bench/benchmark.py ' + ' '.join(sys.argv[1:]))
-    print()
+    print_run_header('Benchmark', 'benchmark.py')
     print('| config | order | threads (inter x intra; 0: TF default) | it/s (median) | windows it/s '
           '| first call incl. tracing (s) | peak RSS (MB) |')
     print('|---|---|---|---|---|---|---|')

@@ -19,14 +19,14 @@ median over the repeats (a step of training also runs the Adam update).
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')  # as main.py
 
-from benchmark import CONFIGS, cpu_model, image_batches, make_config  # noqa: E402
+from benchmark import (CONFIGS, child_result, image_batches, make_config,  # noqa: E402
+                       print_run_header)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -49,11 +49,8 @@ def measure(name, first_order, threads, repeats):
 
     @tf.function
     def metagradient(inputa, inputb, labela, labelb):
-        # The gradient _metatrain_step computes, without applying it.
-        with tf.GradientTape() as tape:
-            res = model.meta_batch(inputa, inputb, labela, labelb, config.num_updates)
-            objective = res['total_losses2'][config.num_updates - 1]
-        return model._gradients(objective, tape)
+        # The gradient metatrain_step applies, without applying it.
+        return model.meta_gradients(inputa, inputb, labela, labelb)[2]
 
     first = {k: v.numpy() for k, v in metagradient(*batch).items()}
     differing, worst, worst_without_biases, seconds = 0, 0.0, 0.0, []
@@ -92,11 +89,7 @@ def main():
         print('RESULT ' + json.dumps(measure(name, order == '1', threads, args.repeats)))
         return
 
-    import platform
-    print('# Determinism, %s, %s (%s), %d CPUs' % (time.strftime('%Y-%m-%d'), platform.machine(),
-                                                 cpu_model(), os.cpu_count()))
-    print('command: python bench/determinism.py ' + ' '.join(sys.argv[1:]))
-    print()
+    print_run_header('Determinism', 'determinism.py')
     print('| config | order | threads (inter x intra; 0: TF default) | repeats differing from '
           'the first | largest difference / largest entry | without conv biases '
           '| s per meta-gradient |')
@@ -104,15 +97,11 @@ def main():
     for name in args.configs:
         for order in args.orders:
             for threads in args.threads:
-                out = subprocess.run([sys.executable, __file__, '--one', name, str(order), threads,
-                                      '--repeats', str(args.repeats)],
-                                     capture_output=True, text=True)
-                lines = [l for l in out.stdout.splitlines() if l.startswith('RESULT ')]
-                if not lines:
-                    print('| %s | %d | %s | failed: %s |' % (name, order, threads,
-                                                            out.stderr.strip()[-300:]))
+                r = child_result([__file__, '--one', name, str(order), threads,
+                                  '--repeats', str(args.repeats)])
+                if 'error' in r:
+                    print('| %s | %d | %s | failed: %s |' % (name, order, threads, r['error']))
                     continue
-                r = json.loads(lines[0][len('RESULT '):])
                 print('| %s | %d | %s: %s | %d of %d | %.1e | %.1e | %.3f |' % (
                     name, order, threads, r['inter_x_intra'], r['differing'], r['repeats'],
                     r['worst'], r['worst_without_biases'], r['seconds']), flush=True)
