@@ -25,6 +25,7 @@ import argparse
 import itertools
 import json
 import os
+import platform
 import resource
 import subprocess
 import sys
@@ -248,13 +249,11 @@ def print_flop_bound(results):
 
 def conv_rates(signatures, dtype):
     """{signature: large-batch GFLOP/s} in a fresh process (all cores), or None if it failed."""
-    out = subprocess.run([sys.executable, __file__, '--rates', json.dumps(signatures),
-                          '--rates_dtype', dtype], capture_output=True, text=True)
-    lines = [l for l in out.stdout.splitlines() if l.startswith('RATES ')]
-    if not lines:
-        print('\nconvolution ceiling (%s): failed: %s' % (dtype, out.stderr.strip()[-300:]))
+    r = child_result([__file__, '--rates', json.dumps(signatures), '--rates_dtype', dtype])
+    if 'error' in r:
+        print('\nconvolution ceiling (%s): failed: %s' % (dtype, r['error']))
         return None
-    return {tuple(s): rate for s, rate in json.loads(lines[0][len('RATES '):])}
+    return {tuple(s): rate for s, rate in r['rates']}
 
 
 def child_result(argv, env=None):
@@ -315,13 +314,11 @@ def cpu_model():
                     return line.split(':', 1)[1].strip()
     except OSError:
         pass
-    import platform
     return platform.processor() or 'unknown CPU'
 
 
 def print_run_header(title, script):
     """The first lines of a recorded run: what, when, on which machine, the command."""
-    import platform
     print('# %s, %s, %s (%s), %d CPUs' % (title, time.strftime('%Y-%m-%d'), platform.machine(),
                                         cpu_model(), os.cpu_count()))
     print('command: python bench/%s %s' % (script, ' '.join(sys.argv[1:])))
@@ -356,8 +353,8 @@ def main():
 
     if args.rates:  # child process: large-batch GFLOP/s of these conv signatures, all cores
         signatures = [tuple(s) for s in json.loads(args.rates)]
-        print('RATES ' + json.dumps([[list(s), conv_rate(s, dtype=args.rates_dtype)]
-                                     for s in signatures]))
+        print('RESULT ' + json.dumps({'rates': [[list(s), conv_rate(s, dtype=args.rates_dtype)]
+                                                for s in signatures]}))
         return
 
     if args.one:  # child process: measure one configuration, print JSON
