@@ -256,14 +256,22 @@ def conv_rates(signatures, dtype):
     return {tuple(s): rate for s, rate in r['rates']}
 
 
+RESULT_MARKER = 'RESULT '  # the line a child process prints its JSON result on
+
+
+def report_to_parent(result):
+    """A child's side of the protocol: print the JSON that child_result reads."""
+    print(RESULT_MARKER + json.dumps(result))
+
+
 def child_result(argv, env=None):
-    """Run a script's child mode in a fresh process; the JSON it printed after
-    'RESULT ', or {'error': the end of its stderr}."""
+    """Run a script's child mode in a fresh process; the JSON it printed with
+    report_to_parent, or {'error': the end of its stderr}."""
     out = subprocess.run([sys.executable] + argv, capture_output=True, text=True, env=env)
-    lines = [l for l in out.stdout.splitlines() if l.startswith('RESULT ')]
+    lines = [l for l in out.stdout.splitlines() if l.startswith(RESULT_MARKER)]
     if not lines:
         return {'error': out.stderr.strip()[-300:]}
-    return json.loads(lines[0][len('RESULT '):])
+    return json.loads(lines[0][len(RESULT_MARKER):])
 
 
 def run_child(args, name, order, program):
@@ -353,8 +361,8 @@ def main():
 
     if args.rates:  # child process: large-batch GFLOP/s of these conv signatures, all cores
         signatures = [tuple(s) for s in json.loads(args.rates)]
-        print('RESULT ' + json.dumps({'rates': [[list(s), conv_rate(s, dtype=args.rates_dtype)]
-                                                for s in signatures]}))
+        report_to_parent({'rates': [[list(s), conv_rate(s, dtype=args.rates_dtype)]
+                                    for s in signatures]})
         return
 
     if args.one:  # child process: measure one configuration, print JSON
@@ -364,7 +372,7 @@ def main():
         else:
             result = measure(args.one[0], args.one[1] == '1', args.windows,
                              args.min_window_seconds, args.threads)
-        print('RESULT ' + json.dumps(result))
+        report_to_parent(result)
         return
 
     print_run_header('Benchmark', 'benchmark.py')

@@ -17,7 +17,6 @@ difference is a large fraction of them. Seconds per meta-gradient are the
 median over the repeats (a step of training also runs the Adam update).
 """
 import argparse
-import json
 import os
 import sys
 import time
@@ -26,7 +25,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')  # as main.py
 
 from benchmark import (CONFIGS, child_result, image_batches, make_config,  # noqa: E402
-                       print_run_header)
+                       print_run_header, report_to_parent)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -86,7 +85,7 @@ def main():
 
     if args.one:  # child process: one configuration, JSON result
         name, order, threads = args.one
-        print('RESULT ' + json.dumps(measure(name, order == '1', threads, args.repeats)))
+        report_to_parent(measure(name, order == '1', threads, args.repeats))
         return
 
     print_run_header('Determinism', 'determinism.py')
