@@ -1,5 +1,9 @@
 """Checkpoints by the reference's TF1 variable names, written crash-safely.
 
+This module alone decides what a checkpoint holds and under which names:
+`contents(model, state)` produces it and `restore(model, ...)` reads it back,
+fed by the model (its variables by TF1 name) and its two Adam optimisers.
+
 A checkpoint `model{itr}` is a TensorFlow V2 checkpoint (`.index` + `.data`)
 holding each trainable variable under its TF1 name (`model/conv1`,
 `model/Variable`, `model/0/beta`, ...), so the reference program and any TF1
@@ -11,12 +15,14 @@ Saving writes temporary files, flushes them to disk and renames them into
 place, data file first and `.index` last; checkpoints are found by their
 `.index` files, so a save killed half way is never picked up.
 """
+import dataclasses
 import json
 import os
 import re
 import shutil
 import sys
 import tempfile
+from typing import List, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -28,6 +34,71 @@ _NAME = re.compile(r'^model(\d+)\.index$')
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot serve these flags; the message says what to do."""
+
+
+@dataclasses.dataclass
+class RunState:
+    """What a resumed run needs beyond the weights and the optimisers: where it is."""
+    next_iteration: int = 0
+    batch_seed: Optional[int] = None    # the image batches' seed (shot order, rotations)
+    val_batches_used: int = 0           # validation batches drawn so far
+    numpy_random_state: Optional[List] = None  # numpy's global generator (sinusoid batches)
+
+    def to_json(self):
+        return json.dumps({k: v for k, v in dataclasses.asdict(self).items() if v is not None})
+
+    @classmethod
+    def from_json(cls, text):
+        values = json.loads(text)
+        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+
+
+# ------------------------------------------------------------- contents
+# The reference built its pre-training Adam first and its meta-training Adam
+# second; TF1 named their slots VAR/Adam, VAR/Adam_1 and VAR/Adam_2, VAR/Adam_3,
+# and their beta powers beta1_power, beta2_power and beta1_power_1, beta2_power_1.
+_ADAM_NAMES = (('pretrain_optimizer', ('Adam', 'Adam_1'), ''),
+               ('metatrain_optimizer', ('Adam_2', 'Adam_3'), '_1'))
+
+
+def optimizer_variables(model):
+    """Both Adam optimisers' variables, by the names a TF1 Saver gave them."""
+    entries = {}
+    for attribute, (m_name, v_name), power_suffix in _ADAM_NAMES:
+        optimizer = getattr(model, attribute)
+        for name in optimizer.variables:
+            entries[name + '/' + m_name] = optimizer.m[name]
+            entries[name + '/' + v_name] = optimizer.v[name]
+        entries['beta1_power' + power_suffix] = optimizer.beta1_power
+        entries['beta2_power' + power_suffix] = optimizer.beta2_power
+    return entries
+
+
+def contents(model, state):
+    """{name: tensor} of one checkpoint: weights, both optimisers, the run state."""
+    tensors = dict(model.named_variables())
+    tensors.update(optimizer_variables(model))
+    tensors[STATE_KEY] = tf.constant(state.to_json())
+    return tensors
+
+
+def read_state(contents):
+    """The RunState a checkpoint holds, or None (the reference's hold only weights)."""
+    if STATE_KEY not in contents:
+        return None
+    raw = contents[STATE_KEY]
+    raw = raw.item() if isinstance(raw, np.ndarray) else raw
+    return RunState.from_json(raw.decode() if isinstance(raw, bytes) else raw)
+
+
+def restore(model, contents, prefix, with_optimizers, hint=''):
+    """Set the model's weights (and, with_optimizers, both Adams) from a checkpoint's
+    contents; its RunState, or None for a checkpoint that holds only weights."""
+    assign(model.named_variables(), contents, prefix, hint)
+    state = read_state(contents)
+    if with_optimizers and state is not None:
+        assign(optimizer_variables(model), contents, prefix, hint)
+    return state
 
 
 def list_checkpoints(folder):
@@ -148,6 +219,19 @@ def latest_readable(folder, warn=None):
     return None
 
 
+def find(folder, iteration=-1):
+    """(iteration, prefix, contents) of checkpoint model{iteration} (the newest
+    readable one for -1 or 0), or None; CheckpointError for a missing iteration."""
+    if iteration <= 0:
+        return latest_readable(folder)
+    prefix = os.path.join(folder, 'model%d' % iteration)
+    if not os.path.exists(prefix + '.index'):
+        existing = [str(i) for i, _ in list_checkpoints(folder)]
+        raise CheckpointError('--test_iter=%d: no checkpoint %s (existing iterations: %s)'
+                              % (iteration, prefix, ', '.join(existing) or 'none'))
+    return iteration, prefix, read(prefix)
+
+
 def assign(variables, contents, prefix, hint=''):
     """Set {name: tf.Variable} from a checkpoint's contents, checking names and shapes."""
     for name, var in variables.items():
@@ -161,15 +245,3 @@ def assign(variables, contents, prefix, hint=''):
                                             hint))
     for name, var in variables.items():
         var.assign(contents[name])
-
-
-def encode_state(state):
-    return tf.constant(json.dumps(state))
-
-
-def decode_state(contents):
-    if STATE_KEY not in contents:
-        return None
-    raw = contents[STATE_KEY]
-    raw = raw.item() if isinstance(raw, np.ndarray) else raw
-    return json.loads(raw.decode() if isinstance(raw, bytes) else raw)

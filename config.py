@@ -1,7 +1,10 @@
-"""One explicit configuration, built from the command line in main.py only.
+"""One explicit, frozen configuration, built from the command line in main.py only.
 
 The model and data code take a Config instead of reading global flags, so they
-can be imported and driven from a notebook or a test.
+can be imported and driven from a notebook or a test. Everything derived from
+the flags (network shape, input and output sizes, the iterations a run makes)
+is a property here, so a Config built anywhere behaves as one built from the
+command line; variants are made with `dataclasses.replace`.
 """
 import dataclasses
 from typing import Optional
@@ -14,7 +17,7 @@ class ConfigError(ValueError):
     """A flag value or combination that cannot work; the message says the fix."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Config:
     # The reference's flags, with its defaults (SPEC section 2).
     datasource: str = 'sinusoid'
@@ -90,13 +93,12 @@ class Config:
     def thread_settings(self, cpu_count):
         """(inter_op, intra_op) thread counts for TensorFlow; 0 keeps its default.
 
-        Meta-training Omniglot 5-way 1-shot runs one tiny convolution (5 images)
-        per task and layer: running cpu_count of them side by side, one core
-        each, beats splitting each over all cores (2 cores, 2nd order: 6.8 ->
-        8.1-8.8 it/s, results/benchmarks.md). With 20 or more images per task and
-        split (20-way, 5-shot, MiniImagenet) each op is big enough to use every
-        core (20-way: 1.14 it/s with the default vs 0.94), and testing runs one
-        task at a time: those keep TensorFlow's default.
+        Meta-training Omniglot with at most 10 images per task and split runs
+        one tiny convolution per task and layer: running cpu_count of them side
+        by side, one core each, beats splitting each over all cores. With more
+        images (20-way, 5-shot, MiniImagenet) each op is big enough to use every
+        core, and testing runs one task at a time: those keep TensorFlow's
+        default. The measurements are in results/benchmarks.md.
         """
         small_tasks = self.num_classes * self.update_batch_size <= 10
         auto = (cpu_count, 1) if (self.train and self.conv and self.datasource == 'omniglot'
@@ -105,9 +107,67 @@ class Config:
         intra = auto[1] if self.intra_op_threads < 0 else self.intra_op_threads
         return inter, intra
 
+    # ------------------------------------------------------------ the run
+    @property
+    def num_pretrain_iterations(self):
+        """Pre-training iterations the run makes: the oracle only pretrains, so its
+        meta-training iterations count as pre-training (the reference rewrote its flags)."""
+        if self.baseline == 'oracle':
+            return self.pretrain_iterations + self.metatrain_iterations
+        return self.pretrain_iterations
+
+    @property
+    def num_iterations(self):
+        """Every training iteration of the run, pre-training first."""
+        return self.pretrain_iterations + self.metatrain_iterations
+
+    # ---------------------------------------------------------- the network
     @property
     def classification(self):
         return self.datasource != 'sinusoid'
+
+    @property
+    def conv_net(self):
+        """The four-block conv net (image data with --conv); otherwise fully connected."""
+        return self.classification and self.conv
+
+    @property
+    def channels(self):
+        return 3 if self.datasource == 'miniimagenet' else 1
+
+    @property
+    def img_size(self):
+        """Side of the square input images (None for sinusoid)."""
+        return {'omniglot': 28, 'miniimagenet': 84}.get(self.datasource)
+
+    @property
+    def dim_input(self):
+        """Features of one example: the flattened image, or x (plus amplitude and phase for the oracle)."""
+        if self.classification:
+            return self.img_size * self.img_size * self.channels
+        return 3 if self.baseline == 'oracle' else 1
+
+    @property
+    def dim_output(self):
+        return self.num_classes if self.classification else 1
+
+    @property
+    def flattened_head(self):
+        """MiniImagenet's conv net flattens its last feature map into the output
+        layer; Omniglot's averages it over space (the reference's two heads)."""
+        return self.datasource == 'miniimagenet'
+
+    @property
+    def meta_gradient_clip(self):
+        """The reference clipped MiniImagenet's meta-gradient elementwise to
+        [-10, 10] before Adam; None: no clipping."""
+        return 10.0 if self.datasource == 'miniimagenet' else None
+
+    @property
+    def jit_compile(self):
+        """XLA for the fully connected nets' steps only: it fuses their many tiny
+        ops, while on the conv nets it compiled for minutes and ran slower."""
+        return bool(self.xla) and not self.conv_net
 
     @property
     def test_num_updates(self):

@@ -1,12 +1,19 @@
 """Tasks for meta-learning: sinusoid regression, Omniglot and MiniImagenet.
 
 `DataGenerator(num_samples_per_class, batch_size, config)` mirrors the
-reference. For sinusoid, `generate()` draws a batch from numpy's global
-generator, bit for bit as the reference did. For the image data sets the
-images are decoded once into memory as uint8, tasks are file lists drawn in the
-reference's order of `random` calls (seed 5 for training, 6 for evaluation;
-produced lazily instead of all before training), and `batches(train)` yields
-ready batches, prepared in a background thread ahead of use.
+reference. Every source serves meta-batches the same way:
+`meta_batches(train, seed, start)` yields numpy float32
+`(inputa, inputb, labela, labelb)`, each `[tasks, examples, features]`, split
+into the K examples per class to adapt on (a) and the rest to evaluate on (b).
+
+For sinusoid, `generate()` draws a batch from numpy's global generator, bit
+for bit as the reference did (so its position is numpy's state, not `start`),
+and the oracle's amplitude and phase inputs are appended here. For the image
+data sets the images are decoded once into memory as uint8, tasks are file
+lists drawn in the reference's order of `random` calls (seed 5 for training, 6
+for evaluation; produced lazily instead of all before training), and
+`batches(train)` yields ready batches, prepared in a background thread ahead
+of use.
 """
 import os
 import queue
@@ -29,34 +36,66 @@ class DataError(ValueError):
     """The data on disk cannot serve these flags; the message says what to do."""
 
 
+def numpy_global_state():
+    """numpy's global generator state as JSON-ready values (the sinusoid data's position)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+def set_numpy_global_state(saved):
+    name, keys, pos, has_gauss, cached = saved
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
 class DataGenerator:
     def __init__(self, num_samples_per_class, batch_size, config):
         self.batch_size = batch_size
         self.num_samples_per_class = num_samples_per_class
         self.num_classes = 1  # only relevant for classification
         self.config = config
+        # Sinusoid has infinite data: no validation set, as in the reference.
+        self.has_validation_set = config.classification
         if config.datasource == 'sinusoid':
             self.generate = self.generate_sinusoid_batch
             self.amp_range = [0.1, 5.0]
             self.phase_range = [0, np.pi]
             self.input_range = [-5.0, 5.0]
-            self.dim_input = 1
-            self.dim_output = 1
         elif config.datasource in ('omniglot', 'miniimagenet'):
             self.num_classes = config.num_classes
-            self.dim_output = self.num_classes
             self.data_folder = config.data_folder or DEFAULT_FOLDERS[config.datasource]
+            self.img_size, self.channels = (config.img_size,) * 2, config.channels
             if config.datasource == 'omniglot':
-                self.img_size, self.channels = (28, 28), 1
                 self._list_omniglot()
             else:
-                self.img_size, self.channels = (84, 84), 3
                 self._list_miniimagenet()
-            self.dim_input = int(np.prod(self.img_size)) * self.channels
             self._images = {}  # class folder -> uint8 [files, h, w, c], decoded once
             self._file_lists = {}  # class folder -> its sorted file names
         else:
             raise DataError('unknown datasource %r' % config.datasource)
+
+    # ------------------------------------------------------ every source
+    def meta_batches(self, train=True, seed=(0,), start=0):
+        """Iterator over numpy (inputa, inputb, labela, labelb) meta-batches.
+
+        Image batches are fixed by (seed, position) and start at batch `start`;
+        sinusoid batches are numpy's next draws, whatever seed and start.
+        """
+        if self.config.datasource == 'sinusoid':
+            return self._sinusoid_meta_batches(train)
+        num_a = self.num_classes * self.config.update_batch_size
+        return ((images[:, :num_a], images[:, num_a:], labels[:, :num_a], labels[:, num_a:])
+                for images, labels in self.batches(train, seed=seed, start=start))
+
+    def _sinusoid_meta_batches(self, train):
+        num_a = self.config.update_batch_size
+        while True:
+            batch_x, batch_y, amp, phase = self.generate(train=train)
+            if self.config.baseline == 'oracle':
+                batch_x = np.concatenate([batch_x, np.zeros(batch_x.shape[:2] + (2,))], 2)
+                batch_x[:, :, 1] = amp[:, None]
+                batch_x[:, :, 2] = phase[:, None]
+            batch_x, batch_y = batch_x.astype(np.float32), batch_y.astype(np.float32)
+            yield batch_x[:, :num_a], batch_x[:, num_a:], batch_y[:, :num_a], batch_y[:, num_a:]
 
     # ------------------------------------------------------------ sinusoid
     def generate_sinusoid_batch(self, train=True, input_idx=None):
@@ -186,7 +225,7 @@ class DataGenerator:
         reference.
         """
         n, s = self.num_classes, self.num_samples_per_class
-        images = np.empty((len(tasks), n * s, self.dim_input), np.float32)
+        images = np.empty((len(tasks), n * s, self.config.dim_input), np.float32)
         labels = np.zeros((len(tasks), n * s, n), np.float32)
         for t, task in enumerate(tasks):
             rotations = rng.integers(0, 4, n) if self.config.datasource == 'omniglot' else None
@@ -217,7 +256,7 @@ class DataGenerator:
         at a checkpoint sees the batches an uninterrupted run would have seen.
         A background thread keeps `prefetch` batches ready. (Not tf.data's
         from_generator: on TensorFlow 2.21 on the CPU, merely creating one made
-        every later training step about 2.5 times slower, measured.)
+        every later training step slower; results/benchmarks.md.)
         """
         tasks = self.task_list(train)
         self.load_images(self.folders(train))

@@ -12,22 +12,19 @@ import tensorflow as tf
 from utils import (Adam, accuracy, batched_dense, conv_block, glorot_uniform, mse, normalize,
                    standard_normal, truncated_normal, xent)
 
-GRADIENT_CLIP = 10.0  # elementwise clip of MiniImagenet's meta-gradient
-
 
 class MAML:
-    def __init__(self, config, dim_input, dim_output, seed=None):
+    def __init__(self, config, seed=None):
         self.config = config
-        self.dim_input, self.dim_output = dim_input, dim_output
+        self.dim_input, self.dim_output = config.dim_input, config.dim_output
         self.classification = config.classification
         self.update_lr = config.update_lr
         rng = np.random.default_rng(seed)
         # tf1_names maps each trainable variable to its name in the reference's
         # checkpoints, in the reference's creation order.
         self.tf1_names = {}
-        if self.classification and config.conv:
-            self.channels = 3 if config.datasource == 'miniimagenet' else 1
-            self.img_size = int(round(np.sqrt(dim_input / self.channels)))
+        if config.conv_net:
+            self.channels, self.img_size = config.channels, config.img_size
             self.weights = self._construct_conv_weights(rng)
             norm_scopes = ['0', '1', '2', '3']
             norm_sizes = [config.num_filters] * 4
@@ -42,10 +39,7 @@ class MAML:
         self.variables = list(self.tf1_names)
         self.pretrain_optimizer = Adam(self.named_variables(), config.meta_lr)
         self.metatrain_optimizer = Adam(self.named_variables(), config.meta_lr)
-        # XLA fuses the many tiny ops of the fully connected nets (the
-        # sinusoid step runs about 1.5x faster; golden parity unchanged); on
-        # the conv nets it compiled for minutes and ran slower, so not there.
-        jit = bool(config.xla) and not (self.classification and config.conv)
+        jit = config.jit_compile
         self.metatrain_step = tf.function(self._metatrain_step, jit_compile=jit)
         self.pretrain_step = tf.function(self._pretrain_step, jit_compile=jit)
         self.evaluate = tf.function(self._evaluate, jit_compile=jit)
@@ -81,8 +75,8 @@ class MAML:
             shape = [3, 3, channels if i == 1 else filters, filters]
             self._new_variable('conv%d' % i, glorot_uniform(shape, rng), 'model/conv%d' % i, weights)
             self._new_variable('b%d' % i, tf.zeros([filters]), self._unnamed(), weights)
-        if self.config.datasource == 'miniimagenet':
-            # Flattened head: 5x5 spatial after four 2x2 max pools of 84x84.
+        if self.config.flattened_head:
+            # The last feature map flattened: 5x5 after four 2x2 max pools of 84x84.
             w5 = glorot_uniform([filters * self._final_spatial() ** 2, self.dim_output], rng)
         else:
             w5 = standard_normal([filters, self.dim_output], rng)  # std 1.0, as the reference
@@ -126,7 +120,7 @@ class MAML:
         weights are still copies of one set (before the first inner step), so
         convolutions may run on the whole meta-batch at once.
         """
-        if self.classification and self.config.conv:
+        if self.config.conv_net:
             return self._forward_conv(inp, weights, identical_tasks)
         return self._forward_fc(inp, weights)
 
@@ -146,7 +140,7 @@ class MAML:
             hidden = conv_block(hidden, weights['conv%d' % (i + 1)], weights['b%d' % (i + 1)],
                                 self.config.norm, self.norm_params[scope], self.config.max_pool,
                                 identical_tasks, fused_norm=self.config.stop_grad)
-        if self.config.datasource == 'miniimagenet':
+        if self.config.flattened_head:
             hidden = tf.reshape(hidden, tf.concat([shape[:2], [-1]], 0))
         else:
             hidden = tf.reduce_mean(hidden, [2, 3])
@@ -230,10 +224,9 @@ class MAML:
         reference name (before and after MiniImagenet's clipping).
         """
         res, objective, grads = self.meta_gradients(inputa, inputb, labela, labelb)
-        applied = grads
-        if self.config.datasource == 'miniimagenet':
-            applied = {n: tf.clip_by_value(g, -GRADIENT_CLIP, GRADIENT_CLIP)
-                       for n, g in grads.items()}
+        applied, clip = grads, self.config.meta_gradient_clip
+        if clip is not None:
+            applied = {n: tf.clip_by_value(g, -clip, clip) for n, g in grads.items()}
         self.metatrain_optimizer.apply(applied)
         return {'total_loss1': res['total_loss1'], 'objective': objective,
                 'metagrads_unclipped': grads, 'metagrads': applied}

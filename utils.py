@@ -158,9 +158,10 @@ def accuracy(pred, label):
 class Adam:
     """TF1's AdamOptimizer: the same kernel (ApplyAdam), slots and beta powers.
 
-    Kept as plain variables so that checkpoints can hold them under the names a
-    TF1 Saver gave them (`VAR/Adam`, `VAR/Adam_1`, `beta1_power`, ...) and a
-    resumed run continues with its optimiser state.
+    Kept as plain variables (slots m and v by the variable's checkpoint name,
+    and the two beta powers) so that checkpoint.py can save them under the
+    names a TF1 Saver gave them and a resumed run continues with its optimiser
+    state.
     """
 
     def __init__(self, variables, learning_rate, beta1=0.9, beta2=0.999, epsilon=1e-8):
@@ -183,16 +184,6 @@ class Adam:
                 epsilon=self.epsilon, grad=grads[name])
         self.beta1_power.assign(self.beta1_power * self.beta1)
         self.beta2_power.assign(self.beta2_power * self.beta2)
-
-    def state(self, slot_suffixes, power_suffix):
-        """Checkpoint entries, named as a TF1 Saver named them."""
-        entries = {}
-        for name in self.variables:
-            entries[name + '/' + slot_suffixes[0]] = self.m[name]
-            entries[name + '/' + slot_suffixes[1]] = self.v[name]
-        entries['beta1_power' + power_suffix] = self.beta1_power
-        entries['beta2_power' + power_suffix] = self.beta2_power
-        return entries
 
 
 def truncated_normal(shape, stddev, rng):

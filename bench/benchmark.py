@@ -31,27 +31,25 @@ import subprocess
 import sys
 import time
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')  # as main.py
-
-from flops import conv_rate, count_conv_flops  # noqa: E402 (bench/ is on sys.path)
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-# name: (reference usage line's flags, dim_input, queries per class in split b)
+import tf_env  # noqa: E402,F401 (before TensorFlow loads, as main.py)
+from flops import conv_rate, count_conv_flops  # noqa: E402 (bench/ is on sys.path)
+
+# name: (reference usage line's flags, queries per class in split b)
 CONFIGS = {
     'sinusoid': (dict(datasource='sinusoid', norm='None', update_batch_size=10,
-                      meta_batch_size=25, num_updates=1), 1, None),
+                      meta_batch_size=25, num_updates=1), None),
     'omniglot5': (dict(datasource='omniglot', num_classes=5, meta_batch_size=32,
-                       update_batch_size=1, update_lr=0.4, num_updates=1), 784, 1),
+                       update_batch_size=1, update_lr=0.4, num_updates=1), 1),
     'omniglot5shot': (dict(datasource='omniglot', num_classes=5, meta_batch_size=32,
-                           update_batch_size=5, update_lr=0.4, num_updates=1), 784, 5),
+                           update_batch_size=5, update_lr=0.4, num_updates=1), 5),
     'omniglot20': (dict(datasource='omniglot', num_classes=20, meta_batch_size=16,
-                        update_batch_size=1, update_lr=0.1, num_updates=5), 784, 1),
+                        update_batch_size=1, update_lr=0.1, num_updates=5), 1),
     'miniimagenet': (dict(datasource='miniimagenet', num_classes=5, meta_batch_size=4,
                           update_batch_size=1, update_lr=0.01, num_updates=5, num_filters=32,
-                          max_pool=True), 84 * 84 * 3, 15),
+                          max_pool=True), 15),
 }
 
 # name: (the speed issue's reference it/s, its target it/s), second order
@@ -59,32 +57,27 @@ TARGETS = {'sinusoid': (45, 450), 'omniglot5': (2.9, 10), 'omniglot20': (1.1, 2.
            'miniimagenet': (0.64, 1.2)}
 
 
-def make_config(name, first_order):
-    """A configuration's Config, input and output sizes."""
+def make_config(name, first_order, **overrides):
+    """A configuration's Config."""
     from config import Config
 
-    flags, dim_input, _ = CONFIGS[name]
-    config = Config(stop_grad=first_order, **flags)
-    return config, dim_input, 1 if config.datasource == 'sinusoid' else config.num_classes
+    return Config(stop_grad=first_order, **dict(CONFIGS[name][0], **overrides))
 
 
 def build(name, first_order, threads):
     """The config, model and batch iterator of one configuration, threads set as main.py does."""
-    import tensorflow as tf
-
-    from main import set_threads
+    from experiment import as_tensors, set_threads
     from maml import MAML
 
-    config, dim_input, dim_output = make_config(name, first_order)
-    if threads == 'default':
-        config.inter_op_threads = config.intra_op_threads = 0
+    config = make_config(name, first_order, **(
+        dict(inter_op_threads=0, intra_op_threads=0) if threads == 'default' else {}))
     set_threads(config)  # as main.py does, before any op runs
     if config.datasource == 'sinusoid':
-        feed = (tuple(tf.constant(x) for x in batch) for batch in numpy_batches(name, config))
+        feed = (as_tensors(batch) for batch in numpy_batches(name, config))
     else:
-        fixed = [tf.constant(x) for x in next(image_batches(name, config))]
+        fixed = as_tensors(next(image_batches(name, config)))
         feed = iter(lambda: fixed, None)
-    return config, MAML(config, dim_input, dim_output, seed=0), feed
+    return config, MAML(config, seed=0), feed
 
 
 def numpy_batches(name, config):
@@ -92,16 +85,15 @@ def numpy_batches(name, config):
     if config.datasource != 'sinusoid':
         return image_batches(name, config)
     from data_generator import DataGenerator
-    from main import sinusoid_arrays
     generator = DataGenerator(config.num_samples_per_class, config.meta_batch_size, config)
-    return sinusoid_arrays(config, generator, train=True)
+    return generator.meta_batches(train=True)
 
 
 def image_batches(name, config):
     """One random batch of the configuration's real shapes, repeated."""
     import numpy as np
 
-    _, dim_input, queries = CONFIGS[name]
+    queries, dim_input = CONFIGS[name][1], config.dim_input
     n, k, b = config.num_classes, config.update_batch_size, config.meta_batch_size
     rng = np.random.default_rng(0)
     labels = np.eye(n, dtype=np.float32)
@@ -138,12 +130,13 @@ def measure(name, first_order, windows, min_window_seconds, threads):
     import numpy as np
     import tensorflow as tf
 
-    from main import SUMMARY_INTERVAL, stack_batches
+    from experiment import stack_batches
+    from schedule import SUMMARY_INTERVAL
 
     config, model, batches = build(name, first_order, threads)
     first_batch = next(batches)
     if config.datasource == 'sinusoid':
-        # As main.train runs it: a summary interval of steps per call, their
+        # As experiment.train runs it: a summary interval of steps per call, their
         # batches drawn and stacked for each call.
         arrays, count = numpy_batches(name, config), tf.constant(SUMMARY_INTERVAL)
         steps_per_call, feed = SUMMARY_INTERVAL, itertools.repeat(None)
@@ -177,9 +170,9 @@ def measure_reference(name, first_order, windows, min_window_seconds, fused_batc
     from reference_graph import build_reference_step
 
     tf.compat.v1.disable_v2_behavior()  # as the reference ran under tf.compat.v1
-    config, dim_input, dim_output = make_config(name, first_order)
+    config = make_config(name, first_order)
     session, placeholders, train_op, _ = build_reference_step(
-        config, dim_input, dim_output, fused_batch_norm=fused_batch_norm)
+        config, fused_batch_norm=fused_batch_norm)
     trace_seconds, rates, per_window = time_steps(
         lambda batch: session.run(train_op, dict(zip(placeholders, batch))),
         numpy_batches(name, config), windows, min_window_seconds)

@@ -18,31 +18,23 @@ median over the repeats (a step of training also runs the Adam update).
 """
 import argparse
 import os
-import sys
 import time
-
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')  # as main.py
 
 from benchmark import (CONFIGS, child_result, image_batches, make_config,  # noqa: E402
                        print_run_header, report_to_parent)
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 
 def measure(name, first_order, threads, repeats):
     import numpy as np
     import tensorflow as tf
 
-    from main import set_threads
+    from experiment import set_threads
     from maml import MAML
 
-    config, dim_input, dim_output = make_config(name, first_order)
-    if threads == 'serial':
-        config.inter_op_threads = 1
+    config = make_config(name, first_order, **(
+        dict(inter_op_threads=1) if threads == 'serial' else {}))
     set_threads(config)  # as main.py does, before any op runs
-    model = MAML(config, dim_input, dim_output, seed=0)
+    model = MAML(config, seed=0)
     batch = [tf.constant(x) for x in next(image_batches(name, config))]
     conv_biases = {model.tf1_names[model.weights[k].ref()] for k in ('b1', 'b2', 'b3', 'b4')}
 

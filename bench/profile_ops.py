@@ -18,8 +18,6 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-
 from benchmark import CONFIGS, build  # noqa: E402 (bench/ is on sys.path)
 
 

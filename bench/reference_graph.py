@@ -24,8 +24,8 @@ on a golden file to show it computes what the reference computed.
 import numpy as np
 
 
-def build_reference_step(config, dim_input, dim_output, init=None, test_num_updates=None,
-                         fused_batch_norm=False, clip=True):
+def build_reference_step(config, init=None, test_num_updates=None, fused_batch_norm=False,
+                         clip=True):
     """Graph, session and the ops of one reference meta-training iteration.
 
     Returns (session, placeholders (inputa, inputb, labela, labelb), train_op,
@@ -45,8 +45,7 @@ def build_reference_step(config, dim_input, dim_output, init=None, test_num_upda
         if test_num_updates is None:
             test_num_updates = config.test_num_updates
         steps = max(config.num_updates, test_num_updates)
-        channels = 3 if config.datasource == 'miniimagenet' else 1  # of the input images
-        weights, norm_offsets = _reference_variables(tf1, config, dim_input, channels, dim_output)
+        weights, norm_offsets = _reference_variables(tf1, config)
         placeholders = [tf1.placeholder(tf1.float32, name=n)
                         for n in ('inputa', 'inputb', 'labela', 'labelb')]
         classification = config.datasource != 'sinusoid'
@@ -58,7 +57,7 @@ def build_reference_step(config, dim_input, dim_output, init=None, test_num_upda
                     hidden = tf1.matmul(hidden, w['w%d' % i]) + w['b%d' % i]
                     hidden = tf1.nn.relu(hidden)
                 return tf1.matmul(hidden, w['w3']) + w['b3']
-            size = int(round(np.sqrt(dim_input / channels)))
+            size, channels = config.img_size, config.channels
             hidden = tf1.reshape(inp, [-1, size, size, channels])
             for i in range(1, 5):
                 stride = [1, 1, 1, 1] if config.max_pool else [1, 2, 2, 1]
@@ -127,9 +126,10 @@ def build_reference_step(config, dim_input, dim_output, init=None, test_num_upda
     return session, placeholders, train_op, fetches
 
 
-def _reference_variables(tf1, config, dim_input, channels, dim_output):
+def _reference_variables(tf1, config):
     """Weights dict (fast-weight keys) and norm offsets, under the reference's TF1 names."""
     init = tf1.glorot_uniform_initializer()
+    dim_input, dim_output, channels = config.dim_input, config.dim_output, config.channels
     weights, norm_offsets = {}, []
     with tf1.variable_scope('model'):
         if config.datasource == 'sinusoid':
@@ -167,10 +167,9 @@ def check_golden(path):
     golden = np.load(path)
     flags = json.loads(str(golden['flags_json']))
     config = Config.from_dict(flags)
-    dim_input, dim_output = golden['inputa'].shape[-1], golden['labela'].shape[-1]
     init = {n: golden['init/' + n] for n in golden['var_names']}
     session, placeholders, _, fetches = build_reference_step(
-        config, dim_input, dim_output, init, test_num_updates=config.num_updates)
+        config, init, test_num_updates=config.num_updates)
     feed = dict(zip(placeholders, [golden[k] for k in ('inputa', 'inputb', 'labela', 'labelb')]))
     got = session.run(fetches, feed)
 

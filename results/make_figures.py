@@ -56,8 +56,8 @@ def _restored_model(exp_dir):
     found = checkpoint.latest_readable(exp_dir)
     if found is None:
         sys.exit('error: no checkpoint in %s' % exp_dir)
-    model = MAML(config, 1, 1, seed=0)
-    checkpoint.assign(model.named_variables(), found[2], found[1])
+    model = MAML(config, seed=0)
+    checkpoint.restore(model, found[2], found[1], with_optimizers=False)
     return model, config
 
 
@@ -73,7 +73,6 @@ def sine_figure(maml_dir, pretrained_dir, out, k=5, seed=2):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, (title, exp_dir) in zip(axes, (('MAML', maml_dir), ('pretrained', pretrained_dir))):
         model, config = _restored_model(exp_dir)
-        config.update_batch_size = k
         res = model.evaluate(*batch, 10)
         pre = model.forward(batch[1], model.weights).numpy()[0, :, 0]
         ax.plot(grid[0, :, 0], ygrid[0, :, 0], 'r', label='ground truth')

@@ -1,23 +1,28 @@
-"""Shared test fixtures: where the real data sets and golden files live.
+"""Shared test fixtures: where the real data sets live, and main.py run as a user runs it.
 
 Tests that need the real data sets read them from ``MAML_DATA_DIR`` (default:
 ``../shared/data`` beside this repository, when it exists). Without it they skip
 with a message saying how to get the data, unless ``MAML_REQUIRE_DATA=1`` (set
 by CI), under which a missing data set fails instead.
+
+The command-line tests (test_main.py, test_reliability.py) run main.py in a
+subprocess through `run_main` or `start_main`; every waiting helper has a
+deadline, and a process started with `start_main` that is still running when
+its test ends (a failed test) is killed, so no run outlives its test.
 """
 import os
+import selectors
+import subprocess
 import sys
+import time
 
 import pytest
 
 # The same TensorFlow settings as main.py, so in-process tests check the path
-# that training takes.
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
+# that training takes (and subprocesses inherit them).
+import tf_env  # noqa: E402,F401
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
 
 DEFAULT_DATA_DIR = os.path.join(REPO_ROOT, '..', 'shared', 'data')
 HOW_TO_GET_DATA = (
@@ -41,3 +46,105 @@ def require_data(*relative_paths):
             pytest.fail(message)
         pytest.skip(message)
     return paths
+
+
+# ------------------------------------------------------------ main.py runs
+MAIN = os.path.join(REPO_ROOT, 'main.py')
+# A short sinusoid experiment, and the folder name main.py gives it.
+SINE = ['--datasource=sinusoid', '--norm=None', '--update_batch_size=5', '--meta_batch_size=4',
+        '--update_lr=0.01']
+SINE_EXP = 'cls_5.mbs_4.ubs_5.numstep1.updatelr0.01nonorm'
+# Generous bounds: a sinusoid run of 20,000 iterations takes well under a
+# minute on 2 cores; these only stop a hung run from hanging the suite.
+RUN_TIMEOUT = 900
+WAIT_TIMEOUT = 300
+
+_started = []
+
+
+def run_main(args, check=True, timeout=RUN_TIMEOUT):
+    """Run main.py with these flags to its end; with check, assert it exited 0."""
+    proc = subprocess.run([sys.executable, MAIN] + list(args), capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=timeout)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def start_main(args):
+    """Start main.py with these flags; killed at the end of the test if still running."""
+    proc = subprocess.Popen([sys.executable, MAIN] + list(args), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    proc.stdout_read = b''  # what wait_for_line has read so far
+    proc.lines_scanned = 0  # bytes of it already searched for a line
+    _started.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test():
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()  # reaps it and closes its pipes
+
+
+def _ended_early(proc, waiting_for):
+    proc.wait(timeout=60)
+    return 'main.py ended (exit %s) before %s: %s' % (
+        proc.returncode, waiting_for, proc.stderr.read()[-3000:])
+
+
+def wait_for_file(proc, path, timeout=WAIT_TIMEOUT):
+    """Return once `path` exists; fail if the run ends first or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            pytest.fail('timed out after %ds waiting for %s' % (timeout, path))
+        try:
+            proc.wait(timeout=0.05)  # returns at once if the run ends
+        except subprocess.TimeoutExpired:
+            continue
+        if not os.path.exists(path):
+            pytest.fail(_ended_early(proc, path))
+
+
+def wait_for_line(proc, prefix, timeout=WAIT_TIMEOUT):
+    """The first line main.py printed starting with `prefix` after the lines already
+    waited for; fail if the run ends first or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    fd = proc.stdout.fileno()
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while True:
+            end = proc.stdout_read.find(b'\n', proc.lines_scanned)
+            while end >= 0:
+                line = proc.stdout_read[proc.lines_scanned:end].decode()
+                proc.lines_scanned = end + 1
+                if line.startswith(prefix):
+                    return line
+                end = proc.stdout_read.find(b'\n', proc.lines_scanned)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not selector.select(remaining):
+                pytest.fail('timed out after %ds waiting for a line %r; printed so far:\n%s'
+                            % (timeout, prefix, proc.stdout_read.decode()[-3000:]))
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                pytest.fail(_ended_early(proc, 'a line %r' % prefix))
+            proc.stdout_read += chunk
+
+
+def finish(proc, timeout=WAIT_TIMEOUT):
+    """Wait for a started run to end: (all it printed, including the lines waited for, stderr)."""
+    out, err = proc.communicate(timeout=timeout)
+    return proc.stdout_read.decode() + out, err
+
+
+def final_weights(exp_dir, iteration):
+    """{name: array} of the network weights in checkpoint model{iteration} of an experiment folder."""
+    import tensorflow as tf
+    reader = tf.train.load_checkpoint(os.path.join(exp_dir, 'model%d' % iteration))
+    return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()
+            if n.startswith('model/')}

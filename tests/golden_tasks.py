@@ -5,6 +5,7 @@ The data tree a file refers to is prepared from the real data once per test
 session with this project's own preparation scripts, in a temporary folder.
 """
 import atexit
+import dataclasses
 import json
 import os
 import shutil
@@ -63,7 +64,7 @@ def check_task_list(path):
     with open(path) as f:
         golden = json.load(f)
     config = _parse_flags(golden['flags'])
-    config.data_folder = _prepared_tree(config.datasource)
+    config = dataclasses.replace(config, data_folder=_prepared_tree(config.datasource))
     assert config.num_samples_per_class == golden['num_samples_per_class'], \
         'the port would draw %d images per class for these flags, the reference drew %d' % (
             config.num_samples_per_class, golden['num_samples_per_class'])

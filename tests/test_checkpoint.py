@@ -7,22 +7,21 @@ import pytest
 import tensorflow as tf
 
 import checkpoint
-from checkpoint import CheckpointError
+from checkpoint import CheckpointError, RunState
 from conftest import require_data
 from config import Config
-from main import checkpoint_tensors, optimizer_variables
 from maml import MAML
 
 
 def _model(**overrides):
     values = dict(datasource='omniglot', num_filters=4, norm='batch_norm')
     values.update(overrides)
-    return MAML(Config(**values), 784, 5, seed=0)
+    return MAML(Config(**values), seed=0)
 
 
 def _save(folder, iteration, model, state=None):
-    return checkpoint.save(str(folder), iteration,
-                           checkpoint_tensors(model, state or {'next_iteration': iteration + 1}))
+    return checkpoint.save(str(folder), iteration, checkpoint.contents(
+        model, state or RunState(next_iteration=iteration + 1)))
 
 
 def test_checkpoints_hold_the_reference_names_and_the_adam_state(tmp_path):
@@ -37,7 +36,7 @@ def test_checkpoints_hold_the_reference_names_and_the_adam_state(tmp_path):
 
 def test_a_tf1_saver_restores_a_checkpoint_written_here(tmp_path):
     model = _model()
-    prefix = _save(tmp_path, 1000, model)
+    _save(tmp_path, 1000, model)
     expected = {n: v.numpy() for n, v in model.named_variables().items()}
     with tf.Graph().as_default():
         variables = {}
@@ -57,22 +56,47 @@ def test_the_adam_state_and_run_state_come_back_after_a_round_trip(tmp_path):
     batch = [tf.random.uniform([2, 5, 784], seed=1), tf.random.uniform([2, 5, 784], seed=2),
              tf.one_hot([[0, 1, 2, 3, 4]] * 2, 5), tf.one_hot([[0, 1, 2, 3, 4]] * 2, 5)]
     model.metatrain_step(*batch)
-    _save(tmp_path, 7, model, {'next_iteration': 8, 'val_batches_used': 3})
+    state = RunState(next_iteration=8, batch_seed=12, val_batches_used=3,
+                     numpy_random_state=['MT19937', [1, 2], 3, 0, 0.0])
+    _save(tmp_path, 7, model, state)
     other = _model()
     iteration, prefix, contents = checkpoint.latest_readable(str(tmp_path))
-    entries = dict(other.named_variables())
-    entries.update(optimizer_variables(other))
-    checkpoint.assign(entries, contents, prefix)
+    assert checkpoint.restore(other, contents, prefix, with_optimizers=True) == state
     assert iteration == 7
-    assert checkpoint.decode_state(contents) == {'next_iteration': 8, 'val_batches_used': 3}
-    for (name, a), b in zip(checkpoint_tensors(model, {}).items(), entries.values()):
+    saved = checkpoint.contents(model, state)
+    restored = checkpoint.contents(other, state)
+    assert list(saved) == list(restored)
+    for name in saved:
         if name != checkpoint.STATE_KEY:
-            np.testing.assert_array_equal(np.asarray(a), b.numpy(), err_msg=name)
+            np.testing.assert_array_equal(saved[name].numpy(), restored[name].numpy(),
+                                          err_msg=name)
     # Both continue identically.
     model.metatrain_step(*batch)
     other.metatrain_step(*batch)
     for a, b in zip(model.trainable_variables, other.trainable_variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_restoring_for_testing_leaves_the_optimizers_untouched(tmp_path):
+    model = _model()
+    batch = [tf.random.uniform([2, 5, 784], seed=1), tf.random.uniform([2, 5, 784], seed=2),
+             tf.one_hot([[0, 1, 2, 3, 4]] * 2, 5), tf.one_hot([[0, 1, 2, 3, 4]] * 2, 5)]
+    model.metatrain_step(*batch)
+    prefix = _save(tmp_path, 7, model)
+    other = _model()
+    checkpoint.restore(other, checkpoint.read(prefix), prefix, with_optimizers=False)
+    np.testing.assert_array_equal(other.weights['conv1'].numpy(), model.weights['conv1'].numpy())
+    assert other.metatrain_optimizer.beta1_power.numpy() == np.float32(0.9)  # as new
+    assert not np.any(other.metatrain_optimizer.m['model/conv1'].numpy())
+    assert np.any(model.metatrain_optimizer.m['model/conv1'].numpy())
+
+
+def test_a_run_state_written_by_an_earlier_version_reads_with_defaults_for_what_it_lacks():
+    contents = {checkpoint.STATE_KEY: np.array(b'{"next_iteration": 1000, '
+                                               b'"numpy_random_state": ["MT19937", [5], 1, 0, 0.0]}')}
+    assert checkpoint.read_state(contents) == RunState(
+        next_iteration=1000, numpy_random_state=['MT19937', [5], 1, 0, 0.0])
+    assert checkpoint.read_state({}) is None  # the reference's checkpoints hold weights only
 
 
 def test_a_save_killed_between_its_renames_leaves_the_previous_checkpoint_the_latest(
@@ -146,7 +170,7 @@ def test_the_released_reference_checkpoint_loads_by_name(tmp_path):
     config = Config(datasource='miniimagenet', meta_batch_size=4, update_batch_size=1,
                     update_lr=0.01, num_updates=5, num_filters=32, max_pool=True, train=False)
     assert config.exp_string == exp
-    model = MAML(config, 84 * 84 * 3, 5, seed=0)
+    model = MAML(config, seed=0)
     iteration, prefix, contents = checkpoint.latest_readable(str(tmp_path / 'run' / exp))
     assert iteration == 59000
     checkpoint.assign(model.named_variables(), contents, prefix)

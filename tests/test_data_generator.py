@@ -181,6 +181,7 @@ def test_a_wrongly_sized_image_is_named(tmp_path):
 
 
 # ------------------------------------------------------------------ real data
+@pytest.mark.slow
 def test_real_omniglot_characters_load_as_binary_inverted_28x28_images(tmp_path):
     archive, = require_data('omniglot/images_background.zip')
     small = tmp_path / 'small.zip'

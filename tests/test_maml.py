@@ -1,16 +1,22 @@
 """Behaviour of the MAML model beyond the golden files: each test one sentence."""
+import json
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from bench.reference_graph import build_reference_step
 from config import Config
 from maml import MAML
+
+GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'golden')
 
 
 def _sine_model(**overrides):
     config = Config(datasource='sinusoid', norm='None', update_batch_size=5, update_lr=0.01,
                     **overrides)
-    return MAML(config, 1, 1, seed=0), config
+    return MAML(config, seed=0), config
 
 
 def _sine_batch(tasks=3, k=5, seed=0):
@@ -23,7 +29,7 @@ def _sine_batch(tasks=3, k=5, seed=0):
 def _omniglot_model(norm, tasks=2, filters=4, **overrides):
     config = Config(datasource='omniglot', norm=norm, num_filters=filters, update_batch_size=1,
                     update_lr=0.4, **overrides)
-    model = MAML(config, 784, 5, seed=1)
+    model = MAML(config, seed=1)
     rng = np.random.default_rng(2)
     x = rng.uniform(0, 1, (tasks, 10, 784)).astype(np.float32)
     labels = np.eye(5, dtype=np.float32)[np.tile(np.arange(5), 2)]
@@ -111,7 +117,7 @@ def test_meta_gradient_of_the_conv_net_matches_finite_differences(norm):
     # terms through batch norm and the inner gradient are exact.
     config = Config(datasource='omniglot', norm=norm, num_filters=3, update_batch_size=1,
                     update_lr=0.4, num_updates=2)
-    model = MAML(config, 784, 5, seed=3)
+    model = MAML(config, seed=3)
     rng = np.random.default_rng(4)
     x = tf.constant(rng.uniform(0, 1, (1, 10, 784)))
     labels = tf.constant(np.eye(5)[None, np.tile(np.arange(5), 2)])
@@ -155,7 +161,7 @@ def _objective_f64(model, config, x, labels, deltas):
 
 def test_variables_carry_the_reference_checkpoint_names_and_shapes():
     config = Config(datasource='miniimagenet', num_filters=32, max_pool=True)
-    model = MAML(config, 84 * 84 * 3, 5, seed=0)
+    model = MAML(config, seed=0)
     shapes = {n: v.shape.as_list() for n, v in model.named_variables().items()}
     # The released 5-way 1-shot MiniImagenet checkpoint's variables.
     assert shapes == {
@@ -187,6 +193,7 @@ def test_same_seed_gives_the_same_initial_weights():
         np.testing.assert_array_equal(a.weights[key].numpy(), b.weights[key].numpy())
 
 
+@pytest.mark.slow  # builds the reference's TF1 graph
 @pytest.mark.parametrize('golden, grad_atol_frac', [('g4_omni_conv_bn', 1e-3),
                                                     ('g8_mini_maxpool_bn', 1e-2)])
 def test_first_order_meta_gradient_with_fused_batch_norm_matches_the_reference(
@@ -195,26 +202,18 @@ def test_first_order_meta_gradient_with_fused_batch_norm_matches_the_reference(
     # ever taken). The golden files are all second order, so the oracle is the
     # reference's own graph (bench/reference_graph.py, itself checked against
     # the golden files) with stop_grad, at the golden tolerances.
-    import json
-    import os
-    import sys
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    sys.path.insert(0, os.path.join(repo, 'bench'))
-    from reference_graph import build_reference_step
-
-    z = np.load(os.path.join(repo, 'tests', 'golden', golden + '.npz'))
+    z = np.load(os.path.join(GOLDEN, golden + '.npz'))
     flags = json.loads(str(z['flags_json']))
     config = Config.from_dict(flags, stop_grad=True)
     batch = [z[k] for k in ('inputa', 'inputb', 'labela', 'labelb')]
     init = {n: z['init/' + n] for n in z['var_names']}
-    model = MAML(config, batch[0].shape[-1], batch[2].shape[-1], seed=0)
+    model = MAML(config, seed=0)
     for name, var in model.named_variables().items():
         var.assign(init[name])
     mine = model.metatrain_step(*[tf.constant(x) for x in batch])['metagrads_unclipped']
 
     session, placeholders, _, fetches = build_reference_step(
-        config, batch[0].shape[-1], batch[2].shape[-1], init,
-        test_num_updates=config.num_updates, clip=False)
+        config, init, test_num_updates=config.num_updates, clip=False)
     expected = session.run(fetches['metagrads'], dict(zip(placeholders, batch)))
     largest = max(np.abs(g).max() for g in expected.values())
     assert largest > 0

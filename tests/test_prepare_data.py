@@ -85,6 +85,7 @@ def read_tree(root):
 
 # ---------------------------------------------------------------- omniglot
 
+@pytest.mark.slow
 def test_resizing_a_zip_gives_binary_28x28_images_in_alphabet_character_folders(small_background, tmp_path):
     small, members = small_background
     out = tmp_path / 'out'
@@ -104,6 +105,7 @@ def test_resizing_a_zip_gives_binary_28x28_images_in_alphabet_character_folders(
     assert 'Wrote %d images in %d character folders' % (len(members), len(characters)) in result.stdout
 
 
+@pytest.mark.slow
 def test_zip_output_is_pixel_identical_to_the_reference_recipe(small_background, tmp_path):
     small, members = small_background
     out = tmp_path / 'out'
@@ -123,6 +125,7 @@ def test_zip_output_is_pixel_identical_to_the_reference_recipe(small_background,
         assert (out / path).read_bytes() == (reference / 'images_background' / path).read_bytes()
 
 
+@pytest.mark.slow
 def test_a_folder_of_alphabets_with_or_without_top_folder_gives_the_same_images_as_the_zip(
         small_background, tmp_path):
     small, members = small_background
@@ -143,6 +146,7 @@ def test_a_folder_of_alphabets_with_or_without_top_folder_gives_the_same_images_
             np.testing.assert_array_equal(got[path], expected[path])
 
 
+@pytest.mark.slow
 def test_alphabets_of_background_and_evaluation_archives_are_merged(small_background, tmp_path):
     small, members = small_background
     zip_ev, = require_data('omniglot/images_evaluation.zip')
@@ -158,6 +162,7 @@ def test_alphabets_of_background_and_evaluation_archives_are_merged(small_backgr
     assert len(read_tree(out)) == len(members) + len(ev_members)
 
 
+@pytest.mark.slow
 def test_rerunning_into_the_same_output_overwrites_it_and_leaves_no_temporary_files(small_background, tmp_path):
     small, members = small_background
     out = tmp_path / 'out'
@@ -173,6 +178,7 @@ def test_rerunning_into_the_same_output_overwrites_it_and_leaves_no_temporary_fi
     assert leftovers == []
 
 
+@pytest.mark.slow
 def test_smooth_option_gives_greyscale_rather_than_binary_images(small_background, tmp_path):
     small, _ = small_background
     out = tmp_path / 'out'
@@ -184,6 +190,7 @@ def test_smooth_option_gives_greyscale_rather_than_binary_images(small_backgroun
     assert len(values) > 2
 
 
+@pytest.mark.slow
 def test_without_arguments_the_images_of_the_current_folder_are_resized_in_place(small_background, tmp_path):
     small, members = small_background
     copy_members(small, members, dest_dir=tmp_path)
@@ -200,12 +207,14 @@ def test_without_arguments_the_images_of_the_current_folder_are_resized_in_place
     assert sorted(os.listdir(cwd)) == sorted(set(m.split('/')[1] for m in members))
 
 
+@pytest.mark.slow
 def test_a_missing_source_exits_with_code_2_and_a_one_line_message(tmp_path):
     missing = tmp_path / 'images_background.zip'
     result = run(RESIZE, missing, '--out', tmp_path / 'out')
     assert_one_line_error(result, str(missing), 'does not exist')
 
 
+@pytest.mark.slow
 def test_a_zip_that_is_not_omniglot_shaped_is_refused_with_code_2(tmp_path):
     odd = tmp_path / 'odd.zip'
     with zipfile.ZipFile(odd, 'w') as zf:
@@ -217,6 +226,7 @@ def test_a_zip_that_is_not_omniglot_shaped_is_refused_with_code_2(tmp_path):
     assert_one_line_error(run(RESIZE, not_a_zip, '--out', tmp_path / 'out'), str(not_a_zip))
 
 
+@pytest.mark.slow
 def test_an_unreadable_image_is_named_and_exits_with_code_2(tmp_path):
     folder = tmp_path / 'alphabets' / 'Latin' / 'character01'
     folder.mkdir(parents=True)
@@ -260,6 +270,7 @@ def make_fake_imagenet(root):
     return images
 
 
+@pytest.mark.slow
 def test_proc_images_without_arguments_resizes_and_moves_images_into_split_class_folders(tmp_path):
     images = make_fake_imagenet(tmp_path)
     reference = tmp_path / 'reference'
@@ -286,6 +297,7 @@ def test_proc_images_without_arguments_resizes_and_moves_images_into_split_class
     assert rerun.returncode == 0, rerun.stderr
 
 
+@pytest.mark.slow
 def test_proc_images_with_folder_options_can_keep_the_originals(tmp_path):
     make_fake_imagenet(tmp_path / 'download')
     out = tmp_path / 'prepared'
@@ -297,6 +309,7 @@ def test_proc_images_with_folder_options_can_keep_the_originals(tmp_path):
     assert len(os.listdir(out / 'train' / 'n01000001')) == 3
 
 
+@pytest.mark.slow
 def test_proc_images_refuses_a_missing_csv_or_a_missing_or_unreadable_image_with_code_2(tmp_path):
     make_fake_imagenet(tmp_path)
     os.remove(tmp_path / 'val.csv')
@@ -310,6 +323,7 @@ def test_proc_images_refuses_a_missing_csv_or_a_missing_or_unreadable_image_with
     assert_one_line_error(run(PROC, cwd=tmp_path / 'c'), 'n0300000100000001.jpg')
 
 
+@pytest.mark.slow
 def test_proc_images_from_a_split_zip_copies_checked_84x84_images(tmp_path):
     test_zip, = require_data('miniImagenet/test.zip')
     with zipfile.ZipFile(test_zip) as zf:
@@ -338,6 +352,7 @@ def test_proc_images_from_a_split_zip_copies_checked_84x84_images(tmp_path):
     assert 'Wrote 11 images in 3 class folders' in result.stdout
 
 
+@pytest.mark.slow
 def test_proc_images_from_refuses_a_missing_or_wrongly_shaped_source_with_code_2(tmp_path):
     missing = tmp_path / 'test.zip'
     assert_one_line_error(run(PROC, '--from', missing, '--out', tmp_path / 'out'), str(missing))

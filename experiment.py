@@ -1,0 +1,321 @@
+"""One experiment: meta-train or test a MAML model in LOGDIR/EXPERIMENT.
+
+`run(config)` is the whole program behind the command line: it finds the
+experiment folder and its latest checkpoint, builds the model and the data,
+then trains (`train`) or tests (`test`) as the reference's main() did. It
+prints the reference's lines and writes its files; main.py only turns flags
+into a Config and errors into exit codes.
+"""
+import csv
+import dataclasses
+import os
+import pickle
+import random
+import secrets
+import signal
+import time
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+
+import checkpoint
+from checkpoint import CheckpointError, RunState
+from config import ConfigError
+from data_generator import DataGenerator, numpy_global_state, set_numpy_global_state
+from maml import MAML
+from schedule import Schedule
+
+NUM_TEST_POINTS = 600
+
+
+class TrainingStopped(RuntimeError):
+    """Training cannot go on (a non-finite loss); the message says where."""
+
+
+def set_threads(config):
+    """Apply config.thread_settings; must run before TensorFlow executes any op."""
+    if tf.config.list_physical_devices('GPU'):
+        # The per-configuration choice was tuned for CPU-only runs: with a GPU,
+        # only thread counts given explicitly apply.
+        config = dataclasses.replace(config, inter_op_threads=max(0, config.inter_op_threads),
+                                     intra_op_threads=max(0, config.intra_op_threads))
+    inter, intra = config.thread_settings(os.cpu_count() or 1)
+    tf.config.threading.set_inter_op_parallelism_threads(inter)
+    tf.config.threading.set_intra_op_parallelism_threads(intra)
+
+
+# ------------------------------------------------------------------- steps
+def as_tensors(batch):
+    return tuple(tf.constant(x) for x in batch)
+
+
+def stack_batches(batches, slots):
+    """Numpy batches (inputa, inputb, labela, labelb) as four tensors [slots, ...],
+    zero past len(batches): every call of MAML.metatrain_steps has one shape."""
+    stacked = []
+    for parts in zip(*batches):
+        out = np.zeros((slots,) + parts[0].shape, np.float32)
+        out[:len(parts)] = parts
+        stacked.append(tf.constant(out))
+    return stacked
+
+
+def run_steps(model, batches, pretraining, steps_per_call):
+    """The training steps on these numpy batches, in order, in one compiled call; their objectives."""
+    if steps_per_call == 1:
+        step = model.pretrain_step if pretraining else model.metatrain_step
+        return [float(step(*as_tensors(batch))['objective']) for batch in batches]
+    steps = model.pretrain_steps if pretraining else model.metatrain_steps
+    objectives = steps(*stack_batches(batches, steps_per_call), tf.constant(len(batches)))
+    return objectives.numpy()[:len(batches)]
+
+
+# --------------------------------------------------------------- summaries
+# What tf.summary.scalar attaches (it needs the tensorboard package, which
+# training does not): TensorBoard's scalars plugin reads these events.
+_SCALAR_METADATA = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name='scalars')).SerializeToString()
+
+
+def _scalar(tag, value):
+    tf.summary.write(tag, tf.cast(value, tf.float32), metadata=_SCALAR_METADATA)
+
+
+def write_summaries(writer, prefix, res, itr, classification):
+    with writer.as_default(step=itr):
+        _scalar(prefix + 'Pre-update loss', res['total_loss1'])
+        if classification:
+            _scalar(prefix + 'Pre-update accuracy', res['total_accuracy1'])
+        for j, loss in enumerate(res['total_losses2']):
+            _scalar(prefix + 'Post-update loss, step ' + str(j + 1), loss)
+            if classification:
+                _scalar(prefix + 'Post-update accuracy, step ' + str(j + 1),
+                        res['total_accuracies2'][j])
+
+
+def headline(res, classification, num_updates):
+    """The two values the reference printed: before adaptation, after num_updates steps."""
+    if classification:
+        return res['total_accuracy1'].numpy(), res['total_accuracies2'][num_updates - 1].numpy()
+    return res['total_loss1'].numpy(), res['total_losses2'][num_updates - 1].numpy()
+
+
+# ------------------------------------------------------------------- train
+class StopRequest:
+    """Turns Ctrl-C / SIGTERM into a request honoured between training calls (one
+    iteration, or one call of up to a summary interval of sinusoid iterations)."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self):
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def train(config, model, data, exp_dir, state):
+    """Meta-train from state.next_iteration on, as the reference's train(): draw a
+    batch, step, report, save. Returns the exit status (130: interrupted)."""
+    schedule = Schedule(config, validation=data.has_validation_set)
+    num_updates, eval_steps = config.num_updates, config.eval_steps
+    classification = config.classification
+    resume_itr = state.next_iteration
+    if state.numpy_random_state is not None:
+        set_numpy_global_state(state.numpy_random_state)
+    if state.batch_seed is None:
+        # Fixed by --seed; otherwise any seed, drawn without touching numpy's
+        # global generator (the sinusoid batches come from it).
+        state.batch_seed = config.seed if config.seed is not None else secrets.randbelow(2 ** 31 - 1)
+    # Image batches depend only on their position and the seed, so a resumed
+    # run sees the batches an uninterrupted one would.
+    train_batches = data.meta_batches(True, seed=[state.batch_seed, 0], start=resume_itr)
+    val_batches = (data.meta_batches(False, seed=[state.batch_seed, 1],
+                                     start=state.val_batches_used)
+                   if data.has_validation_set else None)
+
+    def next_val_batch():
+        state.val_batches_used += 1
+        return as_tensors(next(val_batches))
+
+    def save(itr):
+        state.next_iteration = itr + 1
+        state.numpy_random_state = numpy_global_state()
+        checkpoint.save(exp_dir, itr, checkpoint.contents(model, state))
+
+    writer = tf.summary.create_file_writer(exp_dir) if config.log else None
+    print('Done initializing, starting training.')
+    prelosses, postlosses = [], []
+    last = resume_itr - 1
+    with StopRequest() as stop:
+        for steps in schedule.calls(resume_itr):
+            batches = [next(train_batches) for _ in steps]
+            if schedule.summarises(steps.start):
+                # The values the reference fetched with its training op: this
+                # batch, the weights before the update, every evaluated step.
+                res = model.evaluate(*as_tensors(batches[0]), eval_steps)
+                pre, post = headline(res, classification, num_updates)
+                prelosses.append(pre)
+                postlosses.append(post)
+                # The reference's merged summaries held a validation batch too,
+                # fetched with --log=False as well: draw it either way, so the
+                # later validation batches do not depend on --log.
+                val_batch = next_val_batch() if val_batches is not None else None
+                if writer:
+                    write_summaries(writer, 'metatrain_', res, steps.start, classification)
+                    if val_batch is not None:
+                        val = model.evaluate(*val_batch, eval_steps)
+                        write_summaries(writer, 'metaval_', val, steps.start, classification)
+
+            objectives = run_steps(model, batches, schedule.pretraining(steps.start),
+                                   schedule.steps_per_call)
+            for i, objective in zip(steps, objectives):
+                if not np.isfinite(objective):
+                    raise TrainingStopped(
+                        'the training loss became %s at iteration %d; stopped without saving, '
+                        'the last good checkpoint in %s stays the latest (try a smaller '
+                        '--meta_lr or --update_lr)' % (objective, i, exp_dir))
+            last = steps[-1]
+
+            if schedule.prints(last):
+                if schedule.pretraining(last):
+                    print_str = 'Pretrain Iteration ' + str(last)
+                else:
+                    print_str = 'Iteration ' + str(last - config.num_pretrain_iterations)
+                print_str += ': ' + str(np.mean(prelosses)) + ', ' + str(np.mean(postlosses))
+                print(print_str, flush=True)
+                prelosses, postlosses = [], []
+
+            if schedule.validates(last):
+                pre, post = headline(model.evaluate(*next_val_batch(), eval_steps),
+                                     classification, num_updates)
+                print('Validation results: ' + str(pre) + ', ' + str(post), flush=True)
+
+            # After the validation, so that the saved position counts its batch.
+            if schedule.saves(last):
+                save(last)
+
+            if stop.requested:
+                if not schedule.saves(last):
+                    save(last)
+                print('Interrupted after iteration %d: saved %s. Run the same command to resume.'
+                      % (last, os.path.join(exp_dir, 'model%d' % last)), flush=True)
+                return 130
+    if writer:
+        writer.flush()
+    if last < resume_itr:
+        print('Nothing to train: the checkpoint in %s is already at iteration %d of %d (a '
+              'finished run with the same experiment name: use another --logdir, or '
+              '--resume=False to start afresh).' % (exp_dir, resume_itr, schedule.total))
+    return 0
+
+
+# -------------------------------------------------------------------- test
+def test(config, model, data, exp_dir):
+    """The reference's test(): 600 tasks, one at a time; the CSV and pkl of the results."""
+    np.random.seed(1)
+    random.seed(1)
+    batches = data.meta_batches(False, seed=[1])
+    steps = config.test_num_updates
+    metaval_accuracies = []
+    for _ in range(NUM_TEST_POINTS):
+        res = model.evaluate(*as_tensors(next(batches)), steps)
+        if config.classification:
+            values = [res['total_accuracy1']] + res['total_accuracies2']
+        else:
+            values = [res['total_loss1']] + res['total_losses2']
+        metaval_accuracies.append([v.numpy() for v in values])
+
+    metaval_accuracies = np.array(metaval_accuracies)
+    means = np.mean(metaval_accuracies, 0)
+    stds = np.std(metaval_accuracies, 0)
+    ci95 = 1.96 * stds / np.sqrt(NUM_TEST_POINTS)
+
+    print('Mean validation accuracy/loss, stddev, and confidence intervals')
+    print((means, stds, ci95))
+
+    name = 'test_ubs' + str(config.update_batch_size) + '_stepsize' + str(config.update_lr)
+    out_filename = os.path.join(exp_dir, name + '.csv')
+    out_pkl = os.path.join(exp_dir, name + '.pkl')
+    _atomic_write(out_pkl, lambda f: pickle.dump({'mses': metaval_accuracies}, f), 'wb')
+
+    def write_csv(f):
+        writer = csv.writer(f, delimiter=',')
+        writer.writerow(['update' + str(i) for i in range(len(means))])
+        writer.writerow(means)
+        writer.writerow(stds)
+        writer.writerow(ci95)
+    _atomic_write(out_filename, write_csv, 'w')
+    return 0
+
+
+def _atomic_write(path, write, mode):
+    tmp = path + '.tmp'
+    with open(tmp, mode) as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------- run
+def check_writable(folder):
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, '.write-test')
+        with open(probe, 'w') as f:
+            f.write('ok')
+        os.remove(probe)
+    except OSError as e:
+        raise ConfigError('cannot write to %s (%s): choose another --logdir' % (folder, e.strerror))
+
+
+def run(config):
+    """Train or test as the flags say; the exit status."""
+    if config.seed is not None:
+        np.random.seed(config.seed)
+        random.seed(config.seed)
+        tf.random.set_seed(config.seed)
+    # Testing always uses meta-batches of one task, as in the reference.
+    data = DataGenerator(config.num_samples_per_class,
+                         config.meta_batch_size if config.train else 1, config)
+
+    exp_dir = os.path.join(config.logdir, config.exp_string)
+    found = None
+    if config.resume or not config.train:
+        found = checkpoint.find(exp_dir, config.test_iter)
+    elif checkpoint.list_checkpoints(exp_dir):
+        check_writable(exp_dir)
+        moved = checkpoint.move_earlier_run(exp_dir, 'earlier_run_' + time.strftime('%Y%m%d-%H%M%S'))
+        print('--resume=False: moved the earlier run\'s checkpoints and events to %s'
+              % os.path.join(exp_dir, moved), flush=True)
+    if not config.train and found is None:
+        raise CheckpointError('no checkpoint to test in %s: train first with the same flags '
+                              '(without --train=False), or point --logdir at the folder that '
+                              'holds %s/' % (exp_dir, config.exp_string))
+    check_writable(exp_dir)
+
+    model = MAML(config, seed=config.seed)
+    state = RunState()
+    if found is not None:
+        iteration, prefix, contents = found
+        print('Restoring model weights from ' + prefix)
+        saved = checkpoint.restore(model, contents, prefix, with_optimizers=config.train,
+                                   hint=' (check the flags against the experiment name %s)'
+                                   % config.exp_string)
+        # The reference's checkpoints hold only the weights: it resumed at the
+        # saved iteration with a fresh optimiser.
+        state = saved if (saved is not None and config.train) else RunState(next_iteration=iteration)
+
+    if config.train:
+        return train(config, model, data, exp_dir, state)
+    return test(config, model, data, exp_dir)
