@@ -148,3 +148,18 @@ def final_weights(exp_dir, iteration):
     reader = tf.train.load_checkpoint(os.path.join(exp_dir, 'model%d' % iteration))
     return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()
             if n.startswith('model/')}
+
+
+def tiny_miniimagenet(root, classes=6, images=16):
+    """A MiniImagenet-shaped tree of random 84x84 images (train/ and val/ class folders)."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for split in ('train', 'val'):
+        for c in range(classes):
+            folder = os.path.join(root, split, 'n%08d' % c)
+            os.makedirs(folder)
+            for i in range(images):
+                pixels = rng.integers(0, 255, (84, 84, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(os.path.join(folder, '%04d.jpg' % i))
+    return root

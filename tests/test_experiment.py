@@ -1,25 +1,11 @@
 """The experiment in-process: what a run saves. Each test one sentence."""
 import os
 
-import numpy as np
-from PIL import Image
-
 import checkpoint
 import experiment
 import schedule
 from config import Config
-
-
-def _tiny_miniimagenet(root, classes=5, images=16):
-    rng = np.random.default_rng(0)
-    for split in ('train', 'val'):
-        for c in range(classes):
-            folder = os.path.join(root, split, 'n%08d' % c)
-            os.makedirs(folder)
-            for i in range(images):
-                pixels = rng.integers(0, 255, (84, 84, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(os.path.join(folder, '%04d.jpg' % i))
-    return root
+from conftest import tiny_miniimagenet
 
 
 class _ShortSchedule(schedule.Schedule):
@@ -43,7 +29,7 @@ def test_a_checkpoint_saved_where_a_run_also_validates_counts_that_validation_ba
     config = Config(datasource='miniimagenet', num_filters=2, meta_batch_size=1,
                     update_batch_size=1, max_pool=True, metatrain_iterations=12, seed=4,
                     log=False, logdir=str(tmp_path / 'logs'),
-                    data_folder=_tiny_miniimagenet(str(tmp_path / 'data')))
+                    data_folder=tiny_miniimagenet(str(tmp_path / 'data'), classes=5))
     assert experiment.run(config) == 0
     exp_dir = os.path.join(config.logdir, config.exp_string)
     assert [i for i, _ in checkpoint.list_checkpoints(exp_dir)] == [10, 11]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import (REPO_ROOT, SINE, SINE_EXP, final_weights, finish, run_main, start_main,
-                      wait_for_file, wait_for_line)
+                      tiny_miniimagenet, wait_for_file, wait_for_line)
 
 SEEDED = SINE + ['--seed=11']
 
@@ -30,19 +30,6 @@ def files_snapshot(folder):
 def checkpoint_iterations(exp_dir):
     return sorted(int(os.path.basename(p)[len('model'):-len('.index')])
                   for p in glob.glob(os.path.join(exp_dir, 'model*.index')))
-
-
-def _tiny_miniimagenet(root, classes=6, images=16):
-    from PIL import Image
-    rng = np.random.default_rng(0)
-    for split in ('train', 'val'):
-        for c in range(classes):
-            folder = os.path.join(root, split, 'n%08d' % c)
-            os.makedirs(folder)
-            for i in range(images):
-                pixels = rng.integers(0, 255, (84, 84, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(os.path.join(folder, '%04d.jpg' % i))
-    return root
 
 
 # ------------------------------------------------------------------ resuming
@@ -78,7 +65,7 @@ MINIIMAGENET_EXP = 'cls_5.mbs_2.ubs_1.numstep1.updatelr0.01hidden2maxpoolbatchno
 
 
 def _tiny_miniimagenet_run(tmp_path):
-    data = _tiny_miniimagenet(str(tmp_path / 'data'))
+    data = tiny_miniimagenet(str(tmp_path / 'data'))
     return ['--datasource=miniimagenet', '--num_filters=2', '--meta_batch_size=2',
             '--update_batch_size=1', '--update_lr=0.01', '--max_pool=True', '--seed=3',
             '--metatrain_iterations=250', '--data_folder=' + data]
