@@ -49,6 +49,8 @@ class Config:
     xla: bool = True                   # compile the fully connected nets' steps with XLA
     inter_op_threads: int = -1         # -1: chosen per configuration (thread_settings)
     intra_op_threads: int = -1
+    distribute: str = 'auto'           # distribute.CHOICES; see distribute.choose
+    worker_timeout: int = 60           # seconds (multi-worker jobs)
 
     @classmethod
     def from_dict(cls, values, **overrides):
@@ -78,6 +80,11 @@ class Config:
             if getattr(self, name) < -1:
                 raise ConfigError('--%s=%s: use a thread count, 0 for TensorFlow\'s default or -1 '
                                   'to choose per configuration' % (name, getattr(self, name)))
+        if self.distribute not in ('auto', 'one_device', 'mirrored', 'multi_worker'):
+            raise ConfigError('unknown --distribute=%s: use auto, one_device, mirrored or '
+                              'multi_worker' % self.distribute)
+        if self.worker_timeout <= 0:
+            raise ConfigError('--worker_timeout=%d must be positive (seconds)' % self.worker_timeout)
         if self.seed is not None and not 0 <= self.seed < 2 ** 32:
             raise ConfigError('--seed=%d: numpy takes seeds from 0 to 2**32 - 1' % self.seed)
         if self.meta_lr <= 0 or self.update_lr <= 0:

@@ -74,22 +74,27 @@ class DataGenerator:
             raise DataError('unknown datasource %r' % config.datasource)
 
     # ------------------------------------------------------ every source
-    def meta_batches(self, train=True, seed=(0,), start=0):
+    def meta_batches(self, train=True, seed=(0,), start=0, tasks=None):
         """Iterator over numpy (inputa, inputb, labela, labelb) meta-batches.
 
         Image batches are fixed by (seed, position) and start at batch `start`;
         sinusoid batches are numpy's next draws, whatever seed and start.
+        tasks: a range of task positions; only those tasks of each batch are
+        assembled (one worker's share), equal to the same tasks of the whole batch.
         """
+        tasks = range(self.batch_size) if tasks is None else tasks
         if self.config.datasource == 'sinusoid':
-            return self._sinusoid_meta_batches(train)
+            return self._sinusoid_meta_batches(train, tasks)
         num_a = self.num_classes * self.config.update_batch_size
         return ((images[:, :num_a], images[:, num_a:], labels[:, :num_a], labels[:, num_a:])
-                for images, labels in self.batches(train, seed=seed, start=start))
+                for images, labels in self.batches(train, seed=seed, start=start, tasks=tasks))
 
-    def _sinusoid_meta_batches(self, train):
+    def _sinusoid_meta_batches(self, train, tasks):
         num_a = self.config.update_batch_size
+        share = slice(tasks.start, tasks.stop)
         while True:
-            batch_x, batch_y, amp, phase = self.generate(train=train)
+            # Every worker draws the whole batch (numpy's stream is one) and keeps its share.
+            batch_x, batch_y, amp, phase = (x[share] for x in self.generate(train=train))
             if self.config.baseline == 'oracle':
                 batch_x = np.concatenate([batch_x, np.zeros(batch_x.shape[:2] + (2,))], 2)
                 batch_x[:, :, 1] = amp[:, None]
@@ -216,22 +221,28 @@ class DataGenerator:
                                self.img_size[0], PREPARE_SCRIPTS[self.config.datasource]))
         return pixels.reshape(self.img_size + (self.channels,))
 
-    def make_batch(self, tasks, rng):
+    def make_batch(self, tasks, rng, share=None):
         """Images [batch, N*S, dim] float32 and one-hot labels [batch, N*S, N].
 
         Within a task, examples go shot by shot (shot k of every class, in a
         fresh random class order per shot); Omniglot classes get a random
         rotation of 0/90/180/270 degrees and pixels are inverted, as in the
-        reference.
+        reference. share: a range of the tasks; only those are assembled (the
+        others' random draws are still made, so the share's tasks are the same
+        as in the whole batch).
         """
         n, s = self.num_classes, self.num_samples_per_class
-        images = np.empty((len(tasks), n * s, self.config.dim_input), np.float32)
-        labels = np.zeros((len(tasks), n * s, n), np.float32)
-        for t, task in enumerate(tasks):
+        share = range(len(tasks)) if share is None else share
+        images = np.empty((len(share), n * s, self.config.dim_input), np.float32)
+        labels = np.zeros((len(share), n * s, n), np.float32)
+        for position, task in enumerate(tasks):
             rotations = rng.integers(0, 4, n) if self.config.datasource == 'omniglot' else None
-            row = 0
+            orders = [rng.permutation(n) for _ in range(s)]
+            if position not in share:
+                continue
+            t, row = position - share.start, 0
             for k in range(s):
-                for c in rng.permutation(n):
+                for c in orders[k]:
                     folder, index = task[c * s + k]
                     image = self._images[folder][index]
                     if rotations is not None:
@@ -244,12 +255,12 @@ class DataGenerator:
             images = 1.0 - images
         return images, labels
 
-    def batch(self, tasks, index, seed):
+    def batch(self, tasks, index, seed, share=None):
         """Batch `index` of the cycled task list; its randomness is fixed by (seed, index)."""
         chunk = [tasks.task_indices(index * self.batch_size + i) for i in range(self.batch_size)]
-        return self.make_batch(chunk, np.random.default_rng(list(seed) + [index]))
+        return self.make_batch(chunk, np.random.default_rng(list(seed) + [index]), share)
 
-    def batches(self, train=True, seed=(0,), start=0, prefetch=2):
+    def batches(self, train=True, seed=(0,), start=0, prefetch=2, tasks=None):
         """Iterator over (images, labels) batches from batch `start` on, made ahead of use.
 
         Each batch depends only on its position and the seed, so a run resumed
@@ -258,12 +269,12 @@ class DataGenerator:
         from_generator: on TensorFlow 2.21 on the CPU, merely creating one made
         every later training step slower; results/benchmarks.md.)
         """
-        tasks = self.task_list(train)
+        task_list = self.task_list(train)
         self.load_images(self.folders(train))
         seed = [int(s) for s in np.atleast_1d(seed)]
 
         def produce(index):
-            return self.batch(tasks, index, seed)
+            return self.batch(task_list, index, seed, tasks)
         return Prefetcher(produce, start, prefetch)
 
 

@@ -14,17 +14,21 @@ import random
 import secrets
 import signal
 import time
+import zlib
 
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 import checkpoint
+import distribute
+import folder_lock
 from checkpoint import CheckpointError, RunState
 from config import ConfigError
 from data_generator import DataGenerator, numpy_global_state, set_numpy_global_state
 from maml import MAML
 from schedule import Schedule
+from steps import Steps
 
 NUM_TEST_POINTS = 600
 
@@ -46,28 +50,26 @@ def set_threads(config):
 
 
 # ------------------------------------------------------------------- steps
-def as_tensors(batch):
-    return tuple(tf.constant(x) for x in batch)
-
-
 def stack_batches(batches, slots):
-    """Numpy batches (inputa, inputb, labela, labelb) as four tensors [slots, ...],
-    zero past len(batches): every call of MAML.metatrain_steps has one shape."""
+    """Numpy batches (inputa, inputb, labela, labelb) as four arrays [slots, ...],
+    zero past len(batches): every call of Steps.metatrain_steps has one shape."""
     stacked = []
     for parts in zip(*batches):
         out = np.zeros((slots,) + parts[0].shape, np.float32)
         out[:len(parts)] = parts
-        stacked.append(tf.constant(out))
+        stacked.append(out)
     return stacked
 
 
-def run_steps(model, batches, pretraining, steps_per_call):
-    """The training steps on these numpy batches, in order, in one compiled call; their objectives."""
+def run_steps(steps, batches, pretraining, steps_per_call, num_tasks):
+    """The training steps on these numpy batches (this worker's tasks of meta-batches
+    of num_tasks), in order, in one compiled call; their objectives."""
     if steps_per_call == 1:
-        step = model.pretrain_step if pretraining else model.metatrain_step
-        return [float(step(*as_tensors(batch))['objective']) for batch in batches]
-    steps = model.pretrain_steps if pretraining else model.metatrain_steps
-    objectives = steps(*stack_batches(batches, steps_per_call), tf.constant(len(batches)))
+        step = steps.pretrain_step if pretraining else steps.metatrain_step
+        return [float(step(*batch, num_tasks=num_tasks)['objective']) for batch in batches]
+    repeated = steps.pretrain_steps if pretraining else steps.metatrain_steps
+    objectives = repeated(*stack_batches(batches, steps_per_call), len(batches),
+                          num_tasks=num_tasks)
     return objectives.numpy()[:len(batches)]
 
 
@@ -123,46 +125,59 @@ class StopRequest:
             signal.signal(s, handler)
 
 
-def train(config, model, data, exp_dir, state):
+def _quiet(*args, **kwargs):
+    pass
+
+
+def train(config, steps, data, exp_dir, state):
     """Meta-train from state.next_iteration on, as the reference's train(): draw a
-    batch, step, report, save. Returns the exit status (130: interrupted)."""
+    batch, step, report, save. Returns the exit status (130: interrupted).
+
+    On several workers every worker runs this loop on its share of each batch;
+    only the chief prints, writes summaries and saves.
+    """
+    model, replicas = steps.model, steps.replicas
+    say = print if replicas.is_chief else _quiet
     schedule = Schedule(config, validation=data.has_validation_set)
     num_updates, eval_steps = config.num_updates, config.eval_steps
-    classification = config.classification
+    classification, num_tasks = config.classification, config.meta_batch_size
     resume_itr = state.next_iteration
     if state.numpy_random_state is not None:
         set_numpy_global_state(state.numpy_random_state)
-    if state.batch_seed is None:
-        # Fixed by --seed; otherwise any seed, drawn without touching numpy's
-        # global generator (the sinusoid batches come from it).
-        state.batch_seed = config.seed if config.seed is not None else secrets.randbelow(2 ** 31 - 1)
     # Image batches depend only on their position and the seed, so a resumed
-    # run sees the batches an uninterrupted one would.
-    train_batches = data.meta_batches(True, seed=[state.batch_seed, 0], start=resume_itr)
+    # run sees the batches an uninterrupted one would; each worker assembles
+    # only its tasks of each batch.
+    mine = replicas.worker_tasks(num_tasks)
+    train_batches = data.meta_batches(True, seed=[state.batch_seed, 0], start=resume_itr,
+                                      tasks=mine)
     val_batches = (data.meta_batches(False, seed=[state.batch_seed, 1],
-                                     start=state.val_batches_used)
+                                     start=state.val_batches_used, tasks=mine)
                    if data.has_validation_set else None)
+
+    def evaluate(batch):
+        return steps.evaluate(*batch, eval_steps, num_tasks=num_tasks)
 
     def next_val_batch():
         state.val_batches_used += 1
-        return as_tensors(next(val_batches))
+        return next(val_batches)
 
     def save(itr):
         state.next_iteration = itr + 1
         state.numpy_random_state = numpy_global_state()
-        checkpoint.save(exp_dir, itr, checkpoint.contents(model, state))
+        if replicas.is_chief:
+            checkpoint.save(exp_dir, itr, checkpoint.contents(model, state))
 
-    writer = tf.summary.create_file_writer(exp_dir) if config.log else None
-    print('Done initializing, starting training.')
+    writer = tf.summary.create_file_writer(exp_dir) if config.log and replicas.is_chief else None
+    say('Done initializing, starting training.')
     prelosses, postlosses = [], []
     last = resume_itr - 1
     with StopRequest() as stop:
-        for steps in schedule.calls(resume_itr):
-            batches = [next(train_batches) for _ in steps]
-            if schedule.summarises(steps.start):
+        for call in schedule.calls(resume_itr):
+            batches = [next(train_batches) for _ in call]
+            if schedule.summarises(call.start):
                 # The values the reference fetched with its training op: this
                 # batch, the weights before the update, every evaluated step.
-                res = model.evaluate(*as_tensors(batches[0]), eval_steps)
+                res = evaluate(batches[0])
                 pre, post = headline(res, classification, num_updates)
                 prelosses.append(pre)
                 postlosses.append(post)
@@ -170,21 +185,23 @@ def train(config, model, data, exp_dir, state):
                 # fetched with --log=False as well: draw it either way, so the
                 # later validation batches do not depend on --log.
                 val_batch = next_val_batch() if val_batches is not None else None
-                if writer:
-                    write_summaries(writer, 'metatrain_', res, steps.start, classification)
+                if config.log:
                     if val_batch is not None:
-                        val = model.evaluate(*val_batch, eval_steps)
-                        write_summaries(writer, 'metaval_', val, steps.start, classification)
+                        val = evaluate(val_batch)
+                    if writer:
+                        write_summaries(writer, 'metatrain_', res, call.start, classification)
+                        if val_batch is not None:
+                            write_summaries(writer, 'metaval_', val, call.start, classification)
 
-            objectives = run_steps(model, batches, schedule.pretraining(steps.start),
-                                   schedule.steps_per_call)
-            for i, objective in zip(steps, objectives):
+            objectives = run_steps(steps, batches, schedule.pretraining(call.start),
+                                   schedule.steps_per_call, num_tasks)
+            for i, objective in zip(call, objectives):
                 if not np.isfinite(objective):
                     raise TrainingStopped(
                         'the training loss became %s at iteration %d; stopped without saving, '
                         'the last good checkpoint in %s stays the latest (try a smaller '
                         '--meta_lr or --update_lr)' % (objective, i, exp_dir))
-            last = steps[-1]
+            last = call[-1]
 
             if schedule.prints(last):
                 if schedule.pretraining(last):
@@ -192,48 +209,59 @@ def train(config, model, data, exp_dir, state):
                 else:
                     print_str = 'Iteration ' + str(last - config.num_pretrain_iterations)
                 print_str += ': ' + str(np.mean(prelosses)) + ', ' + str(np.mean(postlosses))
-                print(print_str, flush=True)
+                say(print_str, flush=True)
                 prelosses, postlosses = [], []
 
             if schedule.validates(last):
-                pre, post = headline(model.evaluate(*next_val_batch(), eval_steps),
-                                     classification, num_updates)
-                print('Validation results: ' + str(pre) + ', ' + str(post), flush=True)
+                pre, post = headline(evaluate(next_val_batch()), classification, num_updates)
+                say('Validation results: ' + str(pre) + ', ' + str(post), flush=True)
 
             # After the validation, so that the saved position counts its batch.
             if schedule.saves(last):
                 save(last)
 
-            if stop.requested:
+            # Every worker stops after the same iteration: a request on any one
+            # (Ctrl-C, SIGTERM) stops all, with one save.
+            stopping = stop.requested
+            if replicas.num_workers > 1:
+                stopping = replicas.any_worker(stopping)
+            if stopping:
                 if not schedule.saves(last):
                     save(last)
-                print('Interrupted after iteration %d: saved %s. Run the same command to resume.'
-                      % (last, os.path.join(exp_dir, 'model%d' % last)), flush=True)
+                say('Interrupted after iteration %d: saved %s. Run the same command to resume.'
+                    % (last, os.path.join(exp_dir, 'model%d' % last)), flush=True)
                 return 130
     if writer:
         writer.flush()
     if last < resume_itr:
-        print('Nothing to train: the checkpoint in %s is already at iteration %d of %d (a '
-              'finished run with the same experiment name: use another --logdir, or '
-              '--resume=False to start afresh).' % (exp_dir, resume_itr, schedule.total))
+        say('Nothing to train: the checkpoint in %s is already at iteration %d of %d (a '
+            'finished run with the same experiment name: use another --logdir, or '
+            '--resume=False to start afresh).' % (exp_dir, resume_itr, schedule.total))
     return 0
 
 
 # -------------------------------------------------------------------- test
-def test(config, model, data, exp_dir):
-    """The reference's test(): 600 tasks, one at a time; the CSV and pkl of the results."""
+def test(config, steps, data, exp_dir):
+    """The reference's test(): 600 tasks, one at a time; the CSV and pkl of the results.
+
+    With several replicas each takes one task of every group of consecutive
+    tasks; the chief writes every task's values.
+    """
+    replicas = steps.replicas
     np.random.seed(1)
     random.seed(1)
-    batches = data.meta_batches(False, seed=[1])
-    steps = config.test_num_updates
+    batches = data.meta_batches(False, seed=[1])  # one task each, in order
     metaval_accuracies = []
-    for _ in range(NUM_TEST_POINTS):
-        res = model.evaluate(*as_tensors(next(batches)), steps)
-        if config.classification:
-            values = [res['total_accuracy1']] + res['total_accuracies2']
-        else:
-            values = [res['total_loss1']] + res['total_losses2']
-        metaval_accuracies.append([v.numpy() for v in values])
+    for first in range(0, NUM_TEST_POINTS, replicas.num_replicas):
+        count = min(replicas.num_replicas, NUM_TEST_POINTS - first)
+        group = [next(batches) for _ in range(count)]
+        mine = replicas.worker_tasks(count)
+        batch = [np.concatenate(parts[mine.start:mine.stop] or [parts[0][:0]])
+                 for parts in zip(*group)]
+        res = steps.evaluate(*batch, config.test_num_updates, num_tasks=count)
+        metaval_accuracies.extend(res['task_values'].numpy())
+    if not replicas.is_chief:
+        return 0
 
     metaval_accuracies = np.array(metaval_accuracies)
     means = np.mean(metaval_accuracies, 0)
@@ -281,20 +309,23 @@ def check_writable(folder):
 
 def run(config):
     """Train or test as the flags say; the exit status."""
-    if config.seed is not None:
-        np.random.seed(config.seed)
-        random.seed(config.seed)
-        tf.random.set_seed(config.seed)
+    cluster = distribute.Cluster.from_environment(os.environ) \
+        if distribute.reads_tf_config(config) else None
+    is_chief = cluster is None or cluster.is_chief
     # Testing always uses meta-batches of one task, as in the reference.
     data = DataGenerator(config.num_samples_per_class,
                          config.meta_batch_size if config.train else 1, config)
 
     exp_dir = os.path.join(config.logdir, config.exp_string)
+    if config.train:
+        # One job trains in a folder at a time (testing beside it is fine).
+        if is_chief:
+            check_writable(exp_dir)
+        folder_lock.hold(exp_dir, job=cluster.signature() if cluster else None, holder=is_chief)
     found = None
     if config.resume or not config.train:
         found = checkpoint.find(exp_dir, config.test_iter)
-    elif checkpoint.list_checkpoints(exp_dir):
-        check_writable(exp_dir)
+    elif is_chief and checkpoint.list_checkpoints(exp_dir):
         moved = checkpoint.move_earlier_run(exp_dir, 'earlier_run_' + time.strftime('%Y%m%d-%H%M%S'))
         print('--resume=False: moved the earlier run\'s checkpoints and events to %s'
               % os.path.join(exp_dir, moved), flush=True)
@@ -302,20 +333,70 @@ def run(config):
         raise CheckpointError('no checkpoint to test in %s: train first with the same flags '
                               '(without --train=False), or point --logdir at the folder that '
                               'holds %s/' % (exp_dir, config.exp_string))
-    check_writable(exp_dir)
+    if is_chief:
+        check_writable(exp_dir)
 
-    model = MAML(config, seed=config.seed)
+    replicas = distribute.connect(config, cluster)
+    # Seeded after joining the cluster: joining draws from numpy's generator.
+    if config.seed is not None:
+        np.random.seed(config.seed)
+        random.seed(config.seed)
+        tf.random.set_seed(config.seed)
+    if cluster is not None:
+        _agree_on_flags(config, cluster, replicas)
+    with replicas.strategy.scope():
+        model = MAML(config, seed=config.seed)
     state = RunState()
     if found is not None:
         iteration, prefix, contents = found
-        print('Restoring model weights from ' + prefix)
+        if is_chief:
+            print('Restoring model weights from ' + prefix)
         saved = checkpoint.restore(model, contents, prefix, with_optimizers=config.train,
                                    hint=' (check the flags against the experiment name %s)'
                                    % config.exp_string)
         # The reference's checkpoints hold only the weights: it resumed at the
         # saved iteration with a fresh optimiser.
         state = saved if (saved is not None and config.train) else RunState(next_iteration=iteration)
+    if state.batch_seed is None:
+        # Fixed by --seed; otherwise any seed, drawn without touching numpy's
+        # global generator (the sinusoid batches come from it).
+        state.batch_seed = config.seed if config.seed is not None else secrets.randbelow(2 ** 31 - 1)
+    steps = Steps(model, replicas)
+    try:
+        if cluster is not None:
+            _agree_on_position(config, replicas, state)
+        if config.train:
+            return train(config, steps, data, exp_dir, state)
+        return test(config, steps, data, exp_dir)
+    except tf.errors.OpError as e:
+        if cluster is None:
+            raise
+        raise distribute.lost_worker_error(
+            cluster, e, 'Rerun the same commands on every worker to resume from the last '
+            'checkpoint in %s.' % exp_dir)
 
-    if config.train:
-        return train(config, model, data, exp_dir, state)
-    return test(config, model, data, exp_dir)
+
+def _agree_on_flags(config, cluster, replicas):
+    """Check that every worker has the same flags (before any variable is made)."""
+    names = [n for n in config.__dataclass_fields__ if n not in distribute.PER_WORKER_FLAGS]
+    table = replicas.gather([zlib.crc32(repr(getattr(config, n)).encode()) for n in names])
+    for column, name in enumerate(names):
+        differ = [w for w in range(table.shape[0]) if table[w, column] != table[0, column]]
+        if differ:
+            raise distribute.ClusterError(
+                '--%s differs between %s and %s: start every worker with the same flags'
+                % (name, cluster.describe(0), cluster.describe(differ[0])))
+
+
+def _agree_on_position(config, replicas, state):
+    """Check that every worker resumed from the same checkpoint; share the chief's seed."""
+    table = replicas.gather([state.next_iteration, state.val_batches_used, state.batch_seed])
+    if (table[:, :2] != table[0, :2]).any():
+        raise distribute.ClusterError(
+            'the workers found different checkpoints (next iterations %s): give every worker '
+            'the same --logdir on a filesystem they share' % table[:, 0].tolist())
+    state.batch_seed = int(table[0, 2])
+    if config.seed is None and state.numpy_random_state is None:
+        # Unseeded sinusoid batches come from numpy's global generator: every
+        # worker must draw the same ones, so all take the chief's seed.
+        np.random.seed(state.batch_seed)

@@ -13,6 +13,7 @@ This file is the command line only: the flags, one Config from them, and
 main() turning errors and interruptions into exit codes. What a run does is
 experiment.run(config); nothing but the command-line tests imports this file.
 """
+import os
 import sys
 
 import tf_env  # noqa: F401 (before TensorFlow loads)
@@ -21,7 +22,9 @@ from absl import app, flags
 from checkpoint import CheckpointError
 from config import Config, ConfigError
 from data_generator import DataError
+from distribute import CHOICES, ClusterError, WorkerLost
 from experiment import TrainingStopped, run, set_threads
+from folder_lock import FolderInUse
 
 FLAGS = flags.FLAGS
 
@@ -62,6 +65,8 @@ flags.DEFINE_string('data_folder', None, 'where the prepared data set lives (def
 flags.DEFINE_bool('xla', True, 'compile the steps of the fully connected nets (sinusoid, --conv=False) with XLA; --xla=False where XLA is unavailable')
 flags.DEFINE_integer('inter_op_threads', -1, 'TensorFlow ops run side by side (0: TensorFlow\'s default; -1: chosen per configuration, see Config.thread_settings)')
 flags.DEFINE_integer('intra_op_threads', -1, 'threads within one op (0: TensorFlow\'s default; -1: chosen per configuration)')
+flags.DEFINE_enum('distribute', 'auto', CHOICES, 'where training runs: auto (with TF_CONFIG set, one worker of a MultiWorkerMirroredStrategy job; on a host with several GPUs, all of them; else one device), one_device, mirrored (every GPU of this host), or multi_worker (needs TF_CONFIG); see README "Scaling out"')
+flags.DEFINE_integer('worker_timeout', 60, 'seconds a worker of a multi-worker job waits for the others to join, and for one that stops answering before all stop')
 flags.DEFINE_integer('seed', None, 'seed numpy, random and TensorFlow for a repeatable run (unset: unseeded, as the reference)')
 
 
@@ -76,7 +81,13 @@ def main(argv):
         config = config_from_flags()
         set_threads(config)
         return run(config)
-    except (ConfigError, DataError, CheckpointError, TrainingStopped) as e:
+    except (ClusterError, WorkerLost) as e:
+        # Ended at once: TensorFlow's own shutdown would wait for the lost
+        # workers and log their failure again after this line.
+        print('error: %s' % e, file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(1)
+    except (ConfigError, DataError, CheckpointError, TrainingStopped, FolderInUse) as e:
         print('error: %s' % e, file=sys.stderr)
         return 1
     except KeyboardInterrupt:

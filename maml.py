@@ -39,12 +39,6 @@ class MAML:
         self.variables = list(self.tf1_names)
         self.pretrain_optimizer = Adam(self.named_variables(), config.meta_lr)
         self.metatrain_optimizer = Adam(self.named_variables(), config.meta_lr)
-        jit = config.jit_compile
-        self.metatrain_step = tf.function(self._metatrain_step, jit_compile=jit)
-        self.pretrain_step = tf.function(self._pretrain_step, jit_compile=jit)
-        self.evaluate = tf.function(self._evaluate, jit_compile=jit)
-        self.metatrain_steps = tf.function(self._metatrain_steps, jit_compile=jit)
-        self.pretrain_steps = tf.function(self._pretrain_steps, jit_compile=jit)
 
     # ---------------------------------------------------------------- weights
     def _new_variable(self, key, value, tf1_name, weights=None):
@@ -190,10 +184,12 @@ class MAML:
             result['accuraciesb'] = [accuracy(o, labelb) for o in result['outputbs']]
         return result
 
-    def meta_batch(self, inputa, inputb, labela, labelb, num_updates):
-        """task_metalearn plus the reference's totals (sums over tasks / meta-batch size)."""
+    def meta_batch(self, inputa, inputb, labela, labelb, num_updates, num_tasks=None):
+        """task_metalearn plus the reference's totals: sums over these tasks divided
+        by num_tasks, the meta-batch's size (these tasks' count unless they are
+        one replica's share of a larger meta-batch)."""
         res = self.task_metalearn(inputa, inputb, labela, labelb, num_updates)
-        num_tasks = float(inputa.shape[0])
+        num_tasks = float(num_tasks or inputa.shape[0])
         res['total_loss1'] = tf.reduce_sum(res['lossa']) / num_tasks
         res['total_losses2'] = [tf.reduce_sum(l) / num_tasks for l in res['lossesb']]
         if self.classification:
@@ -201,70 +197,43 @@ class MAML:
             res['total_accuracies2'] = [tf.reduce_sum(a) / num_tasks for a in res['accuraciesb']]
         return res
 
+    def task_values(self, res):
+        """Each task's headline values [tasks, 1 + steps]: pre-update and after each
+        inner step, accuracy for classification, loss for regression (what testing reports)."""
+        if self.classification:
+            return tf.stack([res['accuracya']] + res['accuraciesb'], 1)
+        return tf.stack([res['lossa']] + res['lossesb'], 1)
+
     # ------------------------------------------------------------ outer steps
+    # steps.py compiles these into the training steps: the gradients on each
+    # replica's share of the meta-batch, summed over replicas, then applied.
     def _gradients(self, objective, tape):
         grads = tape.gradient(objective, self.trainable_variables)
         names = [self.tf1_names[ref] for ref in self.variables]
         return {name: (g if g is not None else tf.zeros_like(v))
                 for name, g, v in zip(names, grads, self.trainable_variables)}
 
-    def meta_gradients(self, inputa, inputb, labela, labelb):
-        """The meta-batch's results, its objective (split b's loss after
-        num_updates inner steps) and the objective's gradients by reference name."""
+    def metatrain_gradients(self, inputa, inputb, labela, labelb, num_tasks=None):
+        """The meta-training objective (split b's loss after num_updates inner
+        steps) of these tasks, with the pre-update loss, and its gradients by
+        reference name; both divided by num_tasks, the meta-batch's size."""
         num_updates = self.config.num_updates
         with tf.GradientTape() as tape:
-            res = self.meta_batch(inputa, inputb, labela, labelb, num_updates)
+            res = self.meta_batch(inputa, inputb, labela, labelb, num_updates, num_tasks)
             objective = res['total_losses2'][num_updates - 1]
-        return res, objective, self._gradients(objective, tape)
+        return ({'total_loss1': res['total_loss1'], 'objective': objective},
+                self._gradients(objective, tape))
 
-    def _metatrain_step(self, inputa, inputb, labela, labelb):
-        """One meta-update: Adam on split b's loss after num_updates inner steps.
-
-        Returns the pre-update loss, the objective, and the meta-gradients by
-        reference name (before and after MiniImagenet's clipping).
-        """
-        res, objective, grads = self.meta_gradients(inputa, inputb, labela, labelb)
-        applied, clip = grads, self.config.meta_gradient_clip
-        if clip is not None:
-            applied = {n: tf.clip_by_value(g, -clip, clip) for n, g in grads.items()}
-        self.metatrain_optimizer.apply(applied)
-        return {'total_loss1': res['total_loss1'], 'objective': objective,
-                'metagrads_unclipped': grads, 'metagrads': applied}
-
-    def _pretrain_step(self, inputa, inputb, labela, labelb):
-        """Plain multi-task training: Adam on split a's pre-update loss."""
+    def pretrain_gradients(self, inputa, inputb, labela, labelb, num_tasks=None):
+        """Plain multi-task training's objective, split a's pre-update loss, and its gradients."""
         with tf.GradientTape() as tape:
-            res = self.meta_batch(inputa, inputb, labela, labelb, 0)
-        self.pretrain_optimizer.apply(self._gradients(res['total_loss1'], tape))
-        return {'total_loss1': res['total_loss1'], 'objective': res['total_loss1']}
+            res = self.meta_batch(inputa, inputb, labela, labelb, 0, num_tasks)
+        return ({'total_loss1': res['total_loss1'], 'objective': res['total_loss1']},
+                self._gradients(res['total_loss1'], tape))
 
-    def _metatrain_steps(self, inputa, inputb, labela, labelb, count):
-        """metatrain_step on batches 0..count-1 of stacked batches [slots, tasks, ...]."""
-        return self._repeat(self._metatrain_step, inputa, inputb, labela, labelb, count)
-
-    def _pretrain_steps(self, inputa, inputb, labela, labelb, count):
-        """pretrain_step on batches 0..count-1 of stacked batches [slots, tasks, ...]."""
-        return self._repeat(self._pretrain_step, inputa, inputb, labela, labelb, count)
-
-    @staticmethod
-    def _repeat(step, inputa, inputb, labela, labelb, count):
-        """Run `step` on `count` stacked batches in one loop; their objectives [slots].
-
-        A sinusoid step computes for well under a millisecond, and entering a
-        compiled function costs about as much again: a loop inside one call
-        pays that once for many steps. Slots past `count` are padding (their
-        objectives stay 0), so every call has the same shapes and compiles once.
-        """
-        def body(i, objectives):
-            objective = step(inputa[i], inputb[i], labela[i], labelb[i])['objective']
-            return i + 1, tf.tensor_scatter_nd_update(objectives, [[i]], [objective])
-
-        # parallel_iterations=1: each step reads the weights the one before wrote.
-        _, objectives = tf.while_loop(lambda i, _: i < count, body,
-                                      (tf.constant(0), tf.zeros([inputa.shape[0]])),
-                                      parallel_iterations=1)
-        return objectives
-
-    def _evaluate(self, inputa, inputb, labela, labelb, num_updates):
-        """Every value of the reference's graph for this batch, no update."""
-        return self.meta_batch(inputa, inputb, labela, labelb, num_updates)
+    def clip_meta_gradients(self, grads):
+        """MiniImagenet's elementwise clipping of the whole meta-batch's meta-gradient."""
+        clip = self.config.meta_gradient_clip
+        if clip is None:
+            return grads
+        return {n: tf.clip_by_value(g, -clip, clip) for n, g in grads.items()}

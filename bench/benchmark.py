@@ -65,19 +65,16 @@ def make_config(name, first_order, **overrides):
 
 
 def build(name, first_order, threads):
-    """The config, model and batch iterator of one configuration, threads set as main.py does."""
-    from experiment import as_tensors, set_threads
+    """The config, compiled steps and numpy batch iterator of one configuration,
+    threads set as main.py does."""
+    from experiment import set_threads
     from maml import MAML
+    from steps import Steps
 
     config = make_config(name, first_order, **(
         dict(inter_op_threads=0, intra_op_threads=0) if threads == 'default' else {}))
     set_threads(config)  # as main.py does, before any op runs
-    if config.datasource == 'sinusoid':
-        feed = (as_tensors(batch) for batch in numpy_batches(name, config))
-    else:
-        fixed = as_tensors(next(image_batches(name, config)))
-        feed = iter(lambda: fixed, None)
-    return config, MAML(config, seed=0), feed
+    return config, Steps(MAML(config, seed=0)), numpy_batches(name, config)
 
 
 def numpy_batches(name, config):
@@ -133,26 +130,26 @@ def measure(name, first_order, windows, min_window_seconds, threads):
     from experiment import stack_batches
     from schedule import SUMMARY_INTERVAL
 
-    config, model, batches = build(name, first_order, threads)
+    config, steps, batches = build(name, first_order, threads)
     first_batch = next(batches)
     if config.datasource == 'sinusoid':
         # As experiment.train runs it: a summary interval of steps per call, their
         # batches drawn and stacked for each call.
-        arrays, count = numpy_batches(name, config), tf.constant(SUMMARY_INTERVAL)
+        arrays, count = numpy_batches(name, config), SUMMARY_INTERVAL
         steps_per_call, feed = SUMMARY_INTERVAL, itertools.repeat(None)
 
         def call(_):
             chunk = [next(arrays) for _ in range(SUMMARY_INTERVAL)]
-            return model.metatrain_steps(*stack_batches(chunk, SUMMARY_INTERVAL), count).numpy()
+            return steps.metatrain_steps(*stack_batches(chunk, SUMMARY_INTERVAL), count).numpy()
     else:
         steps_per_call, feed = 1, itertools.chain([first_batch], batches)
 
         def call(batch):
-            return float(model.metatrain_step(*batch)['objective'])
+            return float(steps.metatrain_step(*batch)['objective'])
     trace_seconds, rates, per_window = time_steps(call, feed, windows, min_window_seconds)
     rates = [r * steps_per_call for r in rates]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    flops = count_conv_flops(model.metatrain_step.get_concrete_function(*first_batch))
+    flops = count_conv_flops(steps.concrete_metatrain_step(*first_batch))
     return {'config': name, 'order': 1 if first_order else 2, 'it_per_s': float(np.median(rates)),
             'threads': '%d x %d' % config.thread_settings(os.cpu_count() or 1),
             'windows': [round(r, 2) for r in rates],

@@ -54,14 +54,14 @@ def main():
     args = parser.parse_args()
 
     import tensorflow as tf
-    _, model, batches = build(args.config, args.order == 1, 'auto')
+    _, steps, batches = build(args.config, args.order == 1, 'auto')
     for _ in range(3):  # tracing and warm-up
-        float(model.metatrain_step(*next(batches))['objective'])
+        float(steps.metatrain_step(*next(batches))['objective'])
     with tempfile.TemporaryDirectory() as trace_dir:
         tf.profiler.experimental.start(trace_dir)
         start = time.perf_counter()
         for _ in range(args.steps):
-            float(model.metatrain_step(*next(batches))['objective'])
+            float(steps.metatrain_step(*next(batches))['objective'])
         wall = (time.perf_counter() - start) / args.steps
         tf.profiler.experimental.stop()
         totals = op_times(trace_dir)

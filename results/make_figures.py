@@ -63,6 +63,7 @@ def _restored_model(exp_dir):
 
 def sine_figure(maml_dir, pretrained_dir, out, k=5, seed=2):
     import tensorflow as tf
+    from steps import Steps
     plt = _pyplot()
     rng = np.random.default_rng(seed)
     amp, phase = rng.uniform(0.1, 5.0), rng.uniform(0, np.pi)
@@ -73,7 +74,7 @@ def sine_figure(maml_dir, pretrained_dir, out, k=5, seed=2):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, (title, exp_dir) in zip(axes, (('MAML', maml_dir), ('pretrained', pretrained_dir))):
         model, config = _restored_model(exp_dir)
-        res = model.evaluate(*batch, 10)
+        res = Steps(model).evaluate(*batch, 10)
         pre = model.forward(batch[1], model.weights).numpy()[0, :, 0]
         ax.plot(grid[0, :, 0], ygrid[0, :, 0], 'r', label='ground truth')
         ax.plot(grid[0, :, 0], pre, ':', color='tab:green', label='pre-update')

@@ -21,6 +21,24 @@ import pytest
 # The same TensorFlow settings as main.py, so in-process tests check the path
 # that training takes (and subprocesses inherit them).
 import tf_env  # noqa: E402,F401
+import tensorflow as tf  # noqa: E402
+
+# Two logical CPU devices, so that a MirroredStrategy over two replicas runs
+# in this process (the same code path as two GPUs). Ops without a strategy
+# still run on the first. Must happen before TensorFlow runs any op.
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices('CPU')[0],
+    [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+_two_cpu_strategy = []
+
+
+def two_cpu_strategy():
+    """One MirroredStrategy over the two logical CPU devices, shared by every test:
+    strategies made side by side in one process would reuse each other's
+    collective keys."""
+    if not _two_cpu_strategy:
+        _two_cpu_strategy.append(tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']))
+    return _two_cpu_strategy[0]
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,10 +80,10 @@ WAIT_TIMEOUT = 300
 _started = []
 
 
-def run_main(args, check=True, timeout=RUN_TIMEOUT):
+def run_main(args, check=True, timeout=RUN_TIMEOUT, env=None):
     """Run main.py with these flags to its end; with check, assert it exited 0."""
     proc = subprocess.run([sys.executable, MAIN] + list(args), capture_output=True, text=True,
-                          cwd=REPO_ROOT, timeout=timeout)
+                          cwd=REPO_ROOT, timeout=timeout, env=env)
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -163,3 +181,56 @@ def tiny_miniimagenet(root, classes=6, images=16):
                 pixels = rng.integers(0, 255, (84, 84, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(os.path.join(folder, '%04d.jpg' % i))
     return root
+
+
+def tiny_omniglot(root, characters=1210, images=3):
+    """An Omniglot-shaped tree (ALPHABET/CHARACTER/*.png, 28x28): enough characters for
+    the reference's 1,100 training and 100 validation classes, each a random pattern
+    drawn with a few pixels flipped per image (so that tasks can be learnt)."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for c in range(characters):
+        folder = os.path.join(root, 'alphabet%02d' % (c // 100), 'character%04d' % c)
+        os.makedirs(folder)
+        pattern = rng.random((28, 28)) < 0.2
+        for i in range(images):
+            flipped = pattern ^ (rng.random((28, 28)) < 0.03)
+            pixels = np.where(flipped, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(os.path.join(folder, '%02d.png' % i))
+    return root
+
+
+def start_workers(count, args, log_dir, extra=None):
+    """Start `count` workers of one multi-worker job on 127.0.0.1 (free ports), each
+    main.py with these flags (plus extra[i]) and its own TF_CONFIG; their stdout and
+    stderr go to log_dir/worker{i}.out and .err. Killed at the end of the test if
+    still running."""
+    from local_cluster import tf_configs
+    workers = []
+    for i, tf_config in enumerate(tf_configs(count)):
+        out = open(os.path.join(log_dir, 'worker%d.out' % i), 'w')
+        err = open(os.path.join(log_dir, 'worker%d.err' % i), 'w')
+        flags = list(args) + list(extra[i] if extra else [])
+        proc = subprocess.Popen([sys.executable, MAIN] + flags, stdout=out, stderr=err,
+                                cwd=REPO_ROOT, env=dict(os.environ, TF_CONFIG=tf_config))
+        out.close()
+        err.close()
+        proc.out_path, proc.err_path = out.name, err.name
+        _started.append(proc)
+        workers.append(proc)
+    return workers
+
+
+def wait_all(workers, timeout=RUN_TIMEOUT):
+    """Wait for every worker to end: [(exit status, stdout, stderr)]."""
+    deadline = time.monotonic() + timeout
+    results = []
+    for proc in workers:
+        try:
+            proc.wait(timeout=max(1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pytest.fail('a worker did not end within %ds' % timeout)
+        with open(proc.out_path) as out, open(proc.err_path) as err:
+            results.append((proc.returncode, out.read(), err.read()))
+    return results

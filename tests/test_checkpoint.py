@@ -11,6 +11,7 @@ from checkpoint import CheckpointError, RunState
 from conftest import require_data
 from config import Config
 from maml import MAML
+from steps import Steps
 
 
 def _model(**overrides):
@@ -55,7 +56,7 @@ def test_the_adam_state_and_run_state_come_back_after_a_round_trip(tmp_path):
     model = _model()
     batch = [tf.random.uniform([2, 5, 784], seed=1), tf.random.uniform([2, 5, 784], seed=2),
              tf.one_hot([[0, 1, 2, 3, 4]] * 2, 5), tf.one_hot([[0, 1, 2, 3, 4]] * 2, 5)]
-    model.metatrain_step(*batch)
+    Steps(model).metatrain_step(*batch)
     state = RunState(next_iteration=8, batch_seed=12, val_batches_used=3,
                      numpy_random_state=['MT19937', [1, 2], 3, 0, 0.0])
     _save(tmp_path, 7, model, state)
@@ -71,8 +72,8 @@ def test_the_adam_state_and_run_state_come_back_after_a_round_trip(tmp_path):
             np.testing.assert_array_equal(saved[name].numpy(), restored[name].numpy(),
                                           err_msg=name)
     # Both continue identically.
-    model.metatrain_step(*batch)
-    other.metatrain_step(*batch)
+    Steps(model).metatrain_step(*batch)
+    Steps(other).metatrain_step(*batch)
     for a, b in zip(model.trainable_variables, other.trainable_variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
@@ -81,7 +82,7 @@ def test_restoring_for_testing_leaves_the_optimizers_untouched(tmp_path):
     model = _model()
     batch = [tf.random.uniform([2, 5, 784], seed=1), tf.random.uniform([2, 5, 784], seed=2),
              tf.one_hot([[0, 1, 2, 3, 4]] * 2, 5), tf.one_hot([[0, 1, 2, 3, 4]] * 2, 5)]
-    model.metatrain_step(*batch)
+    Steps(model).metatrain_step(*batch)
     prefix = _save(tmp_path, 7, model)
     other = _model()
     checkpoint.restore(other, checkpoint.read(prefix), prefix, with_optimizers=False)

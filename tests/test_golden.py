@@ -5,7 +5,8 @@ original TF1 program produced) becomes its own test case:
 - model step files (`*.npz` with a `config_name` key): build the model from the
   file's flags, load its initial variables by their reference names, feed its
   batch and compare losses, accuracies, outputs, meta-gradients and the
-  variables after one Adam step;
+  variables after one Adam step; twice, on one device and with the meta-batch
+  split over two replicas (a MirroredStrategy over two logical CPU devices);
 - `sinusoid_batches*.npz`: the sinusoid generator reproduces every batch bit for bit;
 - `tasks_*.json`: the image task lists (class folder split and first tasks).
 Any other file fails: the test does not silently ignore what it cannot read.
@@ -19,8 +20,11 @@ import pytest
 import tensorflow as tf
 
 from config import Config
+from conftest import two_cpu_strategy
 from data_generator import DataGenerator
+from distribute import Replicas
 from maml import MAML
+from steps import Steps
 
 GOLDEN_DIR = os.environ.get('MAML_GOLDEN_DIR',
                             os.path.join(os.path.dirname(os.path.abspath(__file__)), 'golden'))
@@ -62,7 +66,7 @@ def test_golden_file(filename):
     path = os.path.join(GOLDEN_DIR, filename)
     kind = _kind(filename, path)
     if kind == 'model_step':
-        check_model_step(path)
+        check_model_step(path, Replicas())
     elif kind == 'sinusoid_batches':
         check_sinusoid_batches(path)
     elif kind == 'tasks':
@@ -79,7 +83,17 @@ def _close(actual, expected, rtol, atol=0.0, what=''):
                                err_msg=what)
 
 
-def check_model_step(path):
+def _model_step_files():
+    return [f for f in _golden_files() if _kind(f, os.path.join(GOLDEN_DIR, f)) == 'model_step']
+
+
+@pytest.mark.parametrize('filename', _model_step_files())
+def test_golden_model_step_split_over_two_replicas(filename):
+    check_model_step(os.path.join(GOLDEN_DIR, filename),
+                     Replicas(two_cpu_strategy()))
+
+
+def check_model_step(path, replicas):
     z = np.load(path)
     flags = json.loads(str(z['flags_json']))
     config = Config.from_dict(flags)
@@ -90,7 +104,8 @@ def check_model_step(path):
     labela, labelb = z['labela'], z['labelb']
     assert (config.dim_input, config.dim_output) == (inputa.shape[-1], labela.shape[-1]), \
         'input and output sizes differ from the reference (%s)' % name
-    model = MAML(config, seed=0)
+    with replicas.strategy.scope():
+        model = MAML(config, seed=0)
 
     # Load the initial values by the reference's names; the model must have
     # exactly the reference's variables.
@@ -113,7 +128,8 @@ def check_model_step(path):
     def scaled(expected):
         return forward_rtol * float(np.abs(expected).max())
     batch = [tf.constant(x) for x in (inputa, inputb, labela, labelb)]
-    res = model.evaluate(*batch, eval_steps)
+    steps = Steps(model, replicas)
+    res = steps.evaluate(*batch, eval_steps)
     _close(res['total_loss1'], z['total_loss1'], forward_rtol, what='total_loss1')
     _close(np.stack(res['total_losses2']), z['total_losses2'], forward_rtol, what='total_losses2')
     _close(res['lossa'], z['lossesa'], forward_rtol, scaled(z['lossesa']), 'lossesa')
@@ -127,7 +143,7 @@ def check_model_step(path):
         _close(res['accuracya'], z['accuraciesa'], 0, 1e-6, 'accuraciesa')
         _close(np.stack(res['accuraciesb']), z['accuraciesb'], 0, 1e-6, 'accuraciesb')
 
-    step = model.metatrain_step(*batch)
+    step = steps.metatrain_step(*batch)
     _close(step['objective'], z['total_losses2'][num_updates - 1], forward_rtol, what='objective')
     if config.datasource == 'miniimagenet':
         grad_atol_frac, grad_rtol = 1e-2, 5e-3

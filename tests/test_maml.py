@@ -9,6 +9,7 @@ import tensorflow as tf
 from bench.reference_graph import build_reference_step
 from config import Config
 from maml import MAML
+from steps import Steps
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'golden')
 
@@ -45,15 +46,16 @@ def test_one_inner_step_is_plain_gradient_descent_on_split_a():
     grads = tape.gradient(loss, model.weights)
     fast = {k: v - config.update_lr * grads[k] for k, v in model.weights.items()}
     expected = model.loss(model.forward(inputb, fast), labelb)
-    res = model.evaluate(inputa, inputb, labela, labelb, 1)
+    res = Steps(model).evaluate(inputa, inputb, labela, labelb, 1)
     np.testing.assert_allclose(res['lossesb'][0].numpy(), expected.numpy(), rtol=1e-6)
 
 
 def test_each_task_of_a_batch_adapts_as_if_it_were_alone():
     model, batch = _omniglot_model('batch_norm', tasks=3)
-    together = model.evaluate(*batch, 2)
+    steps = Steps(model)
+    together = steps.evaluate(*batch, 2)
     for t in range(3):
-        alone = model.evaluate(*[b[t:t + 1] for b in batch], 2)
+        alone = steps.evaluate(*[b[t:t + 1] for b in batch], 2)
         for step in range(2):
             np.testing.assert_allclose(together['outputbs'][step][t].numpy(),
                                        alone['outputbs'][step][0].numpy(), rtol=1e-4, atol=1e-5)
@@ -76,7 +78,7 @@ def test_batch_norm_uses_the_statistics_of_the_batch_it_normalises():
 def test_normalisation_offsets_are_meta_learned_but_not_adapted_in_the_inner_loop():
     model, batch = _omniglot_model('layer_norm')
     assert not any(k.startswith(('beta', 'gamma')) for k in model.weights)
-    step = model.metatrain_step(*batch)
+    step = Steps(model).metatrain_step(*batch)
     assert np.abs(step['metagrads']['model/0/beta'].numpy()).max() > 0
     assert np.abs(step['metagrads']['model/0/gamma'].numpy()).max() > 0
 
@@ -85,8 +87,8 @@ def test_stop_grad_makes_the_meta_gradient_first_order():
     batch = _sine_batch()
     first_order, _ = _sine_model(stop_grad=True)
     second_order, _ = _sine_model()
-    g1 = first_order.metatrain_step(*batch)['metagrads']
-    g2 = second_order.metatrain_step(*batch)['metagrads']
+    g1 = Steps(first_order).metatrain_step(*batch)['metagrads']
+    g2 = Steps(second_order).metatrain_step(*batch)['metagrads']
     # First order: the gradient of split b's loss at the fast weights.
     model, config = _sine_model()
     inputa, inputb, labela, labelb = batch
@@ -210,7 +212,7 @@ def test_first_order_meta_gradient_with_fused_batch_norm_matches_the_reference(
     model = MAML(config, seed=0)
     for name, var in model.named_variables().items():
         var.assign(init[name])
-    mine = model.metatrain_step(*[tf.constant(x) for x in batch])['metagrads_unclipped']
+    mine = Steps(model).metatrain_step(*batch)['metagrads_unclipped']
 
     session, placeholders, _, fetches = build_reference_step(
         config, init, test_num_updates=config.num_updates, clip=False)
@@ -230,8 +232,9 @@ def test_steps_run_in_one_call_equal_the_same_steps_called_one_by_one(kind, xla)
     batches = [_sine_batch(seed=s) for s in range(3)]
     # Five slots, three used: the padding slots must not be run.
     stacked = [tf.stack(parts + (tf.zeros_like(parts[0]),) * 2) for parts in zip(*batches)]
-    objectives = getattr(looped, kind + '_steps')(*stacked, tf.constant(3)).numpy()
-    expected = [float(getattr(stepwise, kind + '_step')(*b)['objective']) for b in batches]
+    objectives = getattr(Steps(looped), kind + '_steps')(*stacked, 3).numpy()
+    one_by_one = Steps(stepwise)
+    expected = [float(getattr(one_by_one, kind + '_step')(*b)['objective']) for b in batches]
     # Compiled with XLA (the default) the loop's steps are the same to the
     # bit; without XLA, TensorFlow optimises the loop body's graph on its own
     # and an update can differ in the last bits of float32 rounding.
