@@ -5,6 +5,7 @@ Usage:
   python bench/benchmark.py --configs sinusoid omniglot5 --windows 5
   python bench/benchmark.py --omniglot_folder data/omniglot_resized   # adds start-up on real data
   python bench/benchmark.py --reference          # and the reference's graph, side by side
+  python bench/benchmark.py --scaling            # one worker against two (bench/scaling.py)
 
 Each configuration runs in a fresh process (so peak memory is its own): it
 builds the model, warms up (tracing plus a few steps), then times several
@@ -101,8 +102,12 @@ def image_batches(name, config):
     return iter(lambda: fixed, None)
 
 
-def time_steps(step, batches, windows, min_window_seconds):
-    """Seconds of the first call (tracing included), and calls/s of each timed window."""
+def time_steps(step, batches, windows, min_window_seconds, agree=lambda n: n):
+    """Seconds of the first call (tracing included), and calls/s of each timed window.
+
+    agree(n): the chief's value of n, for workers of one job, which must make
+    the same number of calls.
+    """
     start = time.perf_counter()
     step(next(batches))
     trace_seconds = time.perf_counter() - start
@@ -110,10 +115,10 @@ def time_steps(step, batches, windows, min_window_seconds):
         step(next(batches))
     # Size a window to last at least min_window_seconds.
     start, count = time.perf_counter(), 0
-    while time.perf_counter() - start < min_window_seconds / 2:
+    while agree(int(time.perf_counter() - start < min_window_seconds / 2)):
         step(next(batches))
         count += 1
-    per_window = max(1, int(count * min_window_seconds / (time.perf_counter() - start)))
+    per_window = agree(max(1, int(count * min_window_seconds / (time.perf_counter() - start))))
     rates = []
     for _ in range(windows):
         start = time.perf_counter()
@@ -342,6 +347,11 @@ def main():
     parser.add_argument('--reference_fused_bn', action='store_true',
                         help='the reference with TensorFlow\'s fused batch norm, as TF1 releases '
                              'after 1.0 ran it (faster; wrong second derivatives in map_fn)')
+    parser.add_argument('--scaling', action='store_true',
+                        help='time one worker on one core, two workers on a core each and one '
+                             'process on both cores (bench/scaling.py; second order)')
+    parser.add_argument('--scaling_worker', help=argparse.SUPPRESS)
+    parser.add_argument('--scaling_threads', default='one', help=argparse.SUPPRESS)
     parser.add_argument('--one', nargs=2, metavar=('CONFIG', 'ORDER'), help=argparse.SUPPRESS)
     parser.add_argument('--program', default='port', choices=['port', 'reference'],
                         help=argparse.SUPPRESS)
@@ -353,6 +363,17 @@ def main():
         signatures = [tuple(s) for s in json.loads(args.rates)]
         report_to_parent({'rates': [[list(s), conv_rate(s, dtype=args.rates_dtype)]
                                     for s in signatures]})
+        return
+
+    if args.scaling_worker:  # child process: one worker of a scaling run
+        from scaling import worker
+        worker(args.scaling_worker, args.windows, args.min_window_seconds, args.scaling_threads)
+        return
+    if args.scaling:
+        from scaling import scaling
+        names = [n for n in args.configs if n != 'omniglot5shot'] \
+            if args.configs == list(CONFIGS) else args.configs
+        scaling(names, args.windows, args.min_window_seconds)
         return
 
     if args.one:  # child process: measure one configuration, print JSON

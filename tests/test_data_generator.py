@@ -98,6 +98,28 @@ def test_a_batch_depends_only_on_its_position_and_seed(tmp_path):
     np.testing.assert_array_equal(late[1], again[1])
 
 
+def test_a_workers_share_of_a_batch_equals_those_tasks_of_the_whole_batch(tmp_path):
+    root = _make_omniglot_tree(str(tmp_path))
+    values = dict(datasource='omniglot', num_classes=3, update_batch_size=2, data_folder=root)
+    config = Config(**values)
+    whole = DataGenerator(config.num_samples_per_class, 5, config).meta_batches(seed=[3])
+    share = DataGenerator(config.num_samples_per_class, 5, config).meta_batches(
+        seed=[3], tasks=range(2, 4))
+    for _ in range(3):
+        for a, b in zip(next(whole), next(share)):
+            np.testing.assert_array_equal(b, a[2:4])
+
+
+def test_a_workers_share_of_a_sinusoid_batch_comes_from_the_same_numpy_draws():
+    config = Config(norm='None', update_batch_size=5)
+    np.random.seed(4)
+    whole = next(DataGenerator(10, 5, config).meta_batches())
+    np.random.seed(4)
+    share = next(DataGenerator(10, 5, config).meta_batches(tasks=range(3, 5)))
+    for a, b in zip(whole, share):
+        np.testing.assert_array_equal(b, a[3:5])
+
+
 def test_prefetched_batches_are_floats_of_the_configured_shape(tmp_path):
     generator = _omniglot(_make_omniglot_tree(str(tmp_path)))
     images, labels = next(generator.batches(train=True, seed=[0]))

@@ -247,3 +247,24 @@ def test_ctrl_c_outside_the_training_loop_stops_with_one_line_and_no_traceback(t
     assert proc.returncode == 130
     assert 'Traceback' not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith('Interrupted: stopped at once')
+
+
+# ------------------------------------------------------- one job per folder
+def test_a_second_training_run_on_a_folder_in_use_stops_at_once_naming_the_first(tmp_path):
+    args = SINE + ['--metatrain_iterations=1000000', '--logdir=%s' % tmp_path]
+    first = start_main(args)
+    wait_for_file(first, os.path.join(str(tmp_path), SINE_EXP, 'model1000.index'))
+    second = run_main(args, check=False, timeout=120)
+    assert second.returncode == 1
+    last = second.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: %s is in use: process %d on host'
+                           % (os.path.join(str(tmp_path), SINE_EXP), first.pid))
+    assert first.poll() is None  # the first run goes on
+
+
+def test_testing_a_folder_while_it_trains_is_allowed(tmp_path):
+    args = SINE + ['--metatrain_iterations=1000000', '--logdir=%s' % tmp_path]
+    first = start_main(args)
+    wait_for_file(first, os.path.join(str(tmp_path), SINE_EXP, 'model1000.index'))
+    run_main(args + ['--train=False'], timeout=300)
+    assert first.poll() is None
