@@ -312,6 +312,10 @@ def run(config):
     cluster = distribute.Cluster.from_environment(os.environ) \
         if distribute.reads_tf_config(config) else None
     is_chief = cluster is None or cluster.is_chief
+    if config.seed is not None:
+        np.random.seed(config.seed)
+        random.seed(config.seed)
+        tf.random.set_seed(config.seed)
     # Testing always uses meta-batches of one task, as in the reference.
     data = DataGenerator(config.num_samples_per_class,
                          config.meta_batch_size if config.train else 1, config)
@@ -337,11 +341,6 @@ def run(config):
         check_writable(exp_dir)
 
     replicas = distribute.connect(config, cluster)
-    # Seeded after joining the cluster: joining draws from numpy's generator.
-    if config.seed is not None:
-        np.random.seed(config.seed)
-        random.seed(config.seed)
-        tf.random.set_seed(config.seed)
     if cluster is not None:
         _agree_on_flags(config, cluster, replicas)
     with replicas.strategy.scope():

@@ -61,7 +61,9 @@ def main():
     flags = args.flags[1:] if args.flags[:1] == ['--'] else args.flags
     if args.workers < 1:
         parser.error('--workers must be at least 1')
-    workers = start(args.workers, flags)
+    # Each worker in its own session: a Ctrl-C in this terminal reaches them
+    # once, forwarded below (twice would stop them at once, without saving).
+    workers = start(args.workers, flags, start_new_session=True)
 
     def forward(signum, frame):
         for w in workers:

@@ -1,11 +1,17 @@
 """The experiment in-process: what a run saves. Each test one sentence."""
+import dataclasses
+import glob
 import os
 
+import numpy as np
+import pytest
+
 import checkpoint
+import distribute
 import experiment
 import schedule
 from config import Config
-from conftest import tiny_miniimagenet
+from conftest import final_weights, tiny_miniimagenet, two_cpu_strategy
 
 
 class _ShortSchedule(schedule.Schedule):
@@ -36,3 +42,51 @@ def test_a_checkpoint_saved_where_a_run_also_validates_counts_that_validation_ba
     state = checkpoint.read_state(checkpoint.read(os.path.join(exp_dir, 'model10')))
     assert state.next_iteration == 11
     assert state.val_batches_used == 11 + 2
+
+
+def _run_printing(config, capsys):
+    assert experiment.run(config) == 0
+    return capsys.readouterr().out
+
+
+def _numbers(printed):
+    """The numbers of the progress and validation lines, in order."""
+    values = []
+    for line in printed.splitlines():
+        if line.startswith(('Iteration', 'Pretrain Iteration', 'Validation results')):
+            values += [float(v) for v in line.split(':')[1].split(',')]
+    return values
+
+
+@pytest.mark.parametrize('flags', [
+    dict(datasource='miniimagenet', num_filters=2, meta_batch_size=3, update_batch_size=1,
+         max_pool=True, pretrain_iterations=4, metatrain_iterations=8, norm='layer_norm'),
+    dict(datasource='sinusoid', baseline='oracle', norm='None', meta_batch_size=5,
+         metatrain_iterations=12, xla=False),
+], ids=['miniimagenet pretrained, clipped, validated', 'sinusoid oracle'])
+def test_a_run_split_over_two_replicas_prints_and_saves_what_one_device_does(
+        tmp_path, monkeypatch, capsys, flags):
+    monkeypatch.setattr(schedule, 'SUMMARY_INTERVAL', 1)
+    monkeypatch.setattr(schedule, 'SAVE_INTERVAL', 10)
+    monkeypatch.setattr(experiment, 'Schedule', _ShortSchedule)
+    if flags['datasource'] == 'miniimagenet':
+        flags = dict(flags, data_folder=tiny_miniimagenet(str(tmp_path / 'data'), classes=5))
+    one = Config(seed=4, logdir=str(tmp_path / 'one'), **flags)
+    two = dataclasses.replace(one, logdir=str(tmp_path / 'two'))
+    printed_one = _run_printing(one, capsys)
+    monkeypatch.setattr(distribute, 'connect',
+                        lambda config, cluster: distribute.Replicas(two_cpu_strategy()))
+    printed_two = _run_printing(two, capsys)
+    assert _numbers(printed_one) and len(_numbers(printed_one)) == len(_numbers(printed_two))
+    np.testing.assert_allclose(_numbers(printed_two), _numbers(printed_one), rtol=1e-4, atol=1e-5)
+    # The weights: Adam turns rounding in near-zero gradient entries into
+    # differences of a small fraction of meta_lr per step.
+    last = one.num_iterations - 1
+    weights = [final_weights(os.path.join(c.logdir, c.exp_string), last) for c in (one, two)]
+    for name in weights[0]:
+        if '/Adam' not in name:
+            scale = float(np.abs(weights[0][name]).max())
+            np.testing.assert_allclose(weights[1][name], weights[0][name], rtol=0,
+                                       atol=1e-3 * scale, err_msg=name)
+    events = [glob.glob(os.path.join(c.logdir, c.exp_string, 'events.*')) for c in (one, two)]
+    assert len(events[0]) == len(events[1]) == 1
