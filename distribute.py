@@ -29,6 +29,11 @@ class ClusterError(ValueError):
     """The cluster cannot form (bad TF_CONFIG, a worker that never answers); the message says the fix."""
 
 
+# What a collective raises when a peer of the job died or stopped answering.
+PEER_FAILURES = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                 tf.errors.CancelledError, tf.errors.AbortedError)
+
+
 class WorkerLost(RuntimeError):
     """A worker of a running job stopped answering; the message says how to resume."""
 

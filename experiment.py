@@ -322,9 +322,9 @@ def run(config):
 
     exp_dir = os.path.join(config.logdir, config.exp_string)
     if config.train:
-        # One job trains in a folder at a time (testing beside it is fine).
         if is_chief:
             check_writable(exp_dir)
+        # One job trains in a folder at a time (testing beside it is fine).
         folder_lock.hold(exp_dir, job=cluster.signature() if cluster else None, holder=is_chief)
     found = None
     if config.resume or not config.train:
@@ -337,8 +337,8 @@ def run(config):
         raise CheckpointError('no checkpoint to test in %s: train first with the same flags '
                               '(without --train=False), or point --logdir at the folder that '
                               'holds %s/' % (exp_dir, config.exp_string))
-    if is_chief:
-        check_writable(exp_dir)
+    if is_chief and not config.train:
+        check_writable(exp_dir)  # for the test's CSV and pkl
 
     replicas = distribute.connect(config, cluster)
     if cluster is not None:
@@ -367,7 +367,7 @@ def run(config):
         if config.train:
             return train(config, steps, data, exp_dir, state)
         return test(config, steps, data, exp_dir)
-    except tf.errors.OpError as e:
+    except distribute.PEER_FAILURES as e:
         if cluster is None:
             raise
         raise distribute.lost_worker_error(
