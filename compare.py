@@ -10,11 +10,18 @@ or the experiment folder holding exactly one such file. For every column
 means +- 95% CI (1.96 std / sqrt(n), as main.py reports them), their
 difference, and Welch's two-sample t-test (the tasks of the two runs are drawn
 independently), saying whether the two differ at the chosen level.
+
+Results of different settings are refused, naming what differs: K and the
+inner step size (from the file names `test_ubs{K}_stepsize{alpha}.pkl`), the
+number of inner steps (the columns), and, when the experiment folder is
+named as main.py names it, the training K, steps and step size. `--force`
+compares them anyway.
 """
 import argparse
 import glob
 import os
 import pickle
+import re
 import sys
 
 import numpy as np
@@ -25,8 +32,8 @@ class CompareError(ValueError):
     pass
 
 
-def load_result(path):
-    """The [tasks, steps+1] array of a test result (.pkl, or a folder with one)."""
+def result_file(path):
+    """The .pkl a RESULT names: itself, or the one test_*.pkl of a folder."""
     if os.path.isdir(path):
         found = sorted(glob.glob(os.path.join(path, 'test_*.pkl')))
         if len(found) != 1:
@@ -34,6 +41,36 @@ def load_result(path):
                                % (path, len(found), ', '.join(os.path.basename(f) for f in found)
                                   or 'none'))
         path = found[0]
+    return path
+
+
+def settings(path, values):
+    """What a result was made with, as far as its names and shape tell: {setting: value}."""
+    found = {'inner steps tested': values.shape[1] - 1}
+    name = re.match(r'^test_ubs(\d+)_stepsize(.+)\.pkl$', os.path.basename(path))
+    if name:
+        found['K (update_batch_size)'] = int(name.group(1))
+        found['inner step size (update_lr)'] = float(name.group(2))
+    folder = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    trained = re.match(r'^cls_(\d+)\.mbs_\d+\.ubs_(\d+)\.numstep(\d+)\.updatelr([0-9.e-]+?)'
+                       r'(?:hidden|maxpool|stopgrad|oracle|batchnorm|layernorm|nonorm)', folder)
+    if trained:
+        found['classes (num_classes)'] = int(trained.group(1))
+        found['training K'] = int(trained.group(2))
+        found['training inner steps (num_updates)'] = int(trained.group(3))
+        found['training inner step size'] = float(trained.group(4))
+    return found
+
+
+def mismatches(settings_a, settings_b):
+    """['name: a vs b'] for every setting both results know and that differs."""
+    return ['%s: %s vs %s' % (k, settings_a[k], settings_b[k])
+            for k in settings_a if k in settings_b and settings_a[k] != settings_b[k]]
+
+
+def load_result(path):
+    """The [tasks, steps+1] array of a test result (.pkl, or a folder with one)."""
+    path = result_file(path)
     try:
         with open(path, 'rb') as f:
             result = pickle.load(f, encoding='latin1')  # latin1 reads Python 2 pickles too
@@ -69,13 +106,23 @@ def main(argv=None):
     parser.add_argument('result_b')
     parser.add_argument('--names', nargs=2, default=['A', 'B'])
     parser.add_argument('--alpha', type=float, default=0.05)
+    parser.add_argument('--force', action='store_true',
+                        help='compare results made with different settings anyway')
     args = parser.parse_args(argv)
     try:
         a, b = load_result(args.result_a), load_result(args.result_b)
+        differ = mismatches(settings(result_file(args.result_a), a),
+                            settings(result_file(args.result_b), b))
+        if differ and not args.force:
+            raise CompareError('the two results were made with different settings (%s): compare '
+                               'results of the same flags, or pass --force'
+                               % '; '.join(differ))
     except CompareError as e:
         print('error: %s' % e, file=sys.stderr)
         return 2
     name_a, name_b = args.names
+    for line in differ:
+        print('warning: the results differ in %s (--force)' % line, file=sys.stderr)
     print('%s: %s (%d tasks)' % (name_a, args.result_a, a.shape[0]))
     print('%s: %s (%d tasks)' % (name_b, args.result_b, b.shape[0]))
     if a.shape[1] != b.shape[1]:

@@ -1,8 +1,8 @@
 """Figures for results/: sinusoid adaptation (the paper's Figure 2) and learning curves.
 
 Usage:
-  python results/make_figures.py sine --maml EXP_DIR --pretrained EXP_DIR [--out results/sinusoid_adaptation.png]
-  python results/make_figures.py curves EXP_DIR [EXP_DIR ...] [--labels NAME ...] --out results/curves.png
+  python results/make_figures.py sine --maml EXP_DIR --pretrained EXP_DIR --out FIGURE.png
+  python results/make_figures.py curves EXP_DIR [EXP_DIR ...] [--labels NAME ...] --out FIGURE.png
 
 `sine` restores the two sinusoid checkpoints (a MAML model and the pretrained
 baseline, each an experiment folder written by main.py) and plots, for one
@@ -12,7 +12,10 @@ TensorBoard event files of each folder and plots the pre-update and
 post-update (at the trained number of steps) loss (sinusoid) or accuracy
 (classification) against the iteration, on the meta-training batches and, where
 main.py summarised them, the meta-validation batches.
-Needs matplotlib (optional; the rest of the project runs without it).
+Needs matplotlib (optional; the rest of the project runs without it:
+`pip install -r requirements-figures.txt`). `--out` is required, and an
+existing file is only replaced with `--overwrite`, so the committed figures
+are never replaced by accident.
 """
 import argparse
 import glob
@@ -148,19 +151,40 @@ def curves_figure(exp_dirs, out, labels=None):
     print('wrote %s' % out)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    sub = parser.add_subparsers(dest='what', required=True)
-    sine = sub.add_parser('sine')
-    sine.add_argument('--maml', required=True)
-    sine.add_argument('--pretrained', required=True)
-    sine.add_argument('--k', type=int, default=5)
-    sine.add_argument('--out', default=os.path.join(REPO, 'results', 'sinusoid_adaptation.png'))
-    curves = sub.add_parser('curves')
-    curves.add_argument('exp_dirs', nargs='+')
-    curves.add_argument('--out', default=os.path.join(REPO, 'results', 'learning_curves.png'))
-    curves.add_argument('--labels', nargs='+', help='one legend name per folder')
-    args = parser.parse_args()
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0],
+        epilog='Each subcommand has its own --help: make_figures.py sine --help, '
+               'make_figures.py curves --help.')
+    sub = parser.add_subparsers(dest='what', required=True, metavar='{sine,curves}')
+    sine = sub.add_parser('sine', help='the paper\'s Figure 2: one sinusoid task, MAML against '
+                                       'the pretrained baseline, before and after adaptation',
+                          description='Restore a MAML and a pretrained sinusoid checkpoint and '
+                                      'plot one task: ground truth, the K points, predictions '
+                                      'before adaptation and after 1 and 10 inner steps.')
+    sine.add_argument('--maml', required=True, metavar='EXP_DIR',
+                      help='experiment folder of the MAML sinusoid run (holds model*)')
+    sine.add_argument('--pretrained', required=True, metavar='EXP_DIR',
+                      help='experiment folder of the pretrained baseline run')
+    sine.add_argument('--k', type=int, default=5, help='points to adapt on (default 5)')
+    curves = sub.add_parser('curves', help='learning curves from the TensorBoard events of '
+                                           'one or more experiment folders',
+                            description='Plot pre- and post-update loss (sinusoid) or accuracy '
+                                        '(classification) against the iteration, from each '
+                                        'folder\'s events.out.tfevents.* files.')
+    curves.add_argument('exp_dirs', nargs='+', metavar='EXP_DIR',
+                        help='experiment folders written by main.py')
+    curves.add_argument('--labels', nargs='+', metavar='NAME', help='one legend name per folder')
+    for command in (sine, curves):
+        command.add_argument('--out', required=True, metavar='FIGURE.png',
+                             help='the PNG to write (required: the committed figures are not '
+                                  'a default)')
+        command.add_argument('--overwrite', action='store_true',
+                             help='replace --out if it exists')
+    args = parser.parse_args(argv)
+    if os.path.exists(args.out) and not args.overwrite:
+        parser.exit(2, 'error: %s exists: choose another --out, or pass --overwrite to replace '
+                       'it\n' % args.out)
     if args.what == 'sine':
         sine_figure(args.maml, args.pretrained, args.out, k=args.k)
     else:

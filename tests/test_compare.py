@@ -47,3 +47,33 @@ def test_a_pickle_of_an_unknown_class_is_one_error_line_naming_the_file(tmp_path
     assert compare.main([good, str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and 'b.pkl' in err[0] and 'no_such_module' in err[0]
+
+
+def test_results_of_different_k_step_size_or_steps_are_refused_naming_what_differs(
+        tmp_path, capsys):
+    for name in ('sine10', 'sine5'):
+        (tmp_path / name).mkdir()
+    k10 = _write(tmp_path / 'sine10' / 'test_ubs10_stepsize0.01.pkl', np.ones((600, 11)))
+    k5 = _write(tmp_path / 'sine5' / 'test_ubs5_stepsize0.01.pkl', np.ones((600, 11)))
+    assert compare.main([k10, k5]) == 2
+    err = capsys.readouterr().err
+    assert 'K (update_batch_size): 10 vs 5' in err and '--force' in err
+    lr = _write(tmp_path / 'sine5' / 'test_ubs10_stepsize0.001.pkl', np.ones((600, 11)))
+    assert compare.main([k10, lr]) == 2
+    assert 'inner step size (update_lr): 0.01 vs 0.001' in capsys.readouterr().err
+    steps = _write(tmp_path / 'sine5' / 'test_ubs10_stepsize0.01.pkl', np.ones((600, 6)))
+    assert compare.main([k10, steps]) == 2
+    assert 'inner steps tested: 10 vs 5' in capsys.readouterr().err
+    assert compare.main([k10, k5, '--force']) == 0
+    assert 'warning: the results differ in K' in capsys.readouterr().err
+
+
+def test_results_trained_with_different_flags_are_refused(tmp_path, capsys):
+    folders = ['cls_5.mbs_25.ubs_10.numstep1.updatelr0.01nonorm',
+               'cls_5.mbs_25.ubs_10.numstep5.updatelr0.01nonorm']
+    paths = []
+    for folder in folders:
+        (tmp_path / folder).mkdir()
+        paths.append(_write(tmp_path / folder / 'test_ubs10_stepsize0.01.pkl', np.ones((600, 11))))
+    assert compare.main(paths) == 2
+    assert 'training inner steps (num_updates): 1 vs 5' in capsys.readouterr().err
