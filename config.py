@@ -51,6 +51,7 @@ class Config:
     intra_op_threads: int = -1
     distribute: str = 'auto'           # distribute.CHOICES; see distribute.choose
     worker_timeout: int = 60           # seconds (multi-worker jobs)
+    progress: bool = True              # progress on stderr (progress.py)
 
     @classmethod
     def from_dict(cls, values, **overrides):

@@ -20,7 +20,7 @@ CHOICES = ('auto', 'one_device', 'mirrored', 'multi_worker')
 # Flags that may differ between the workers of one job (paths on each host,
 # its threads, its patience); every other flag must be the same on all.
 PER_WORKER_FLAGS = ('data_folder', 'logdir', 'inter_op_threads', 'intra_op_threads',
-                    'distribute', 'worker_timeout')
+                    'distribute', 'worker_timeout', 'progress')
 TF_CONFIG_FORM = ('{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", '
                   '"index": I}}')
 

@@ -13,6 +13,7 @@ import pickle
 import random
 import secrets
 import signal
+import sys
 import time
 import zlib
 
@@ -27,6 +28,7 @@ from checkpoint import CheckpointError, RunState
 from config import ConfigError
 from data_generator import DataGenerator, numpy_global_state, set_numpy_global_state
 from maml import MAML
+from progress import Progress
 from schedule import Schedule
 from steps import Steps
 
@@ -125,10 +127,6 @@ class StopRequest:
             signal.signal(s, handler)
 
 
-def _quiet(*args, **kwargs):
-    pass
-
-
 def train(config, steps, data, exp_dir, state):
     """Meta-train from state.next_iteration on, as the reference's train(): draw a
     batch, step, report, save. Returns the exit status (130: interrupted).
@@ -137,8 +135,10 @@ def train(config, steps, data, exp_dir, state):
     only the chief prints, writes summaries and saves.
     """
     model, replicas = steps.model, steps.replicas
-    say = print if replicas.is_chief else _quiet
     schedule = Schedule(config, validation=data.has_validation_set)
+    progress = Progress(config.progress and replicas.is_chief, schedule.total,
+                        state.next_iteration)
+    say = progress.say if replicas.is_chief else (lambda line: None)
     num_updates, eval_steps = config.num_updates, config.eval_steps
     classification, num_tasks = config.classification, config.meta_batch_size
     resume_itr = state.next_iteration
@@ -209,16 +209,17 @@ def train(config, steps, data, exp_dir, state):
                 else:
                     print_str = 'Iteration ' + str(last - config.num_pretrain_iterations)
                 print_str += ': ' + str(np.mean(prelosses)) + ', ' + str(np.mean(postlosses))
-                say(print_str, flush=True)
+                say(print_str)
                 prelosses, postlosses = [], []
 
             if schedule.validates(last):
                 pre, post = headline(evaluate(next_val_batch()), classification, num_updates)
-                say('Validation results: ' + str(pre) + ', ' + str(post), flush=True)
+                say('Validation results: ' + str(pre) + ', ' + str(post))
 
             # After the validation, so that the saved position counts its batch.
             if schedule.saves(last):
                 save(last)
+            progress.update(last + 1)
 
             # Every worker stops after the same iteration: a request on any one
             # (Ctrl-C, SIGTERM) stops all, with one save.
@@ -228,15 +229,15 @@ def train(config, steps, data, exp_dir, state):
             if stopping:
                 if not schedule.saves(last):
                     save(last)
+                progress.close()
                 say('Interrupted after iteration %d: saved %s. Run the same command to resume.'
-                    % (last, os.path.join(exp_dir, 'model%d' % last)), flush=True)
+                    % (last, os.path.join(exp_dir, 'model%d' % last)))
                 return 130
     if writer:
         writer.flush()
-    if last < resume_itr:
-        say('Nothing to train: the checkpoint in %s is already at iteration %d of %d (a '
-            'finished run with the same experiment name: use another --logdir, or '
-            '--resume=False to start afresh).' % (exp_dir, resume_itr, schedule.total))
+    progress.close('Trained to iteration %d. Checkpoints (model{N}, the last %d kept)%s are in %s'
+                   % (last, checkpoint.MAX_TO_KEEP,
+                      ' and TensorBoard events' if writer else '', exp_dir))
     return 0
 
 
@@ -251,6 +252,7 @@ def test(config, steps, data, exp_dir):
     np.random.seed(1)
     random.seed(1)
     batches = data.meta_batches(False, seed=[1])  # one task each, in order
+    progress = Progress(config.progress and replicas.is_chief, NUM_TEST_POINTS, what='testing')
     metaval_accuracies = []
     for first in range(0, NUM_TEST_POINTS, replicas.num_replicas):
         count = min(replicas.num_replicas, NUM_TEST_POINTS - first)
@@ -260,6 +262,8 @@ def test(config, steps, data, exp_dir):
                  for parts in zip(*group)]
         res = steps.evaluate(*batch, config.test_num_updates, num_tasks=count)
         metaval_accuracies.extend(res['task_values'].numpy())
+        progress.update(first + count)
+    progress.close()
     if not replicas.is_chief:
         return 0
 
@@ -283,6 +287,8 @@ def test(config, steps, data, exp_dir):
         writer.writerow(stds)
         writer.writerow(ci95)
     _atomic_write(out_filename, write_csv, 'w')
+    if config.progress:
+        print('Wrote %s and %s' % (out_filename, out_pkl), file=sys.stderr)
     return 0
 
 
@@ -321,18 +327,36 @@ def run(config):
                          config.meta_batch_size if config.train else 1, config)
 
     exp_dir = os.path.join(config.logdir, config.exp_string)
+    found = None
+    if config.resume or not config.train:
+        found = checkpoint.find(exp_dir, config.test_iter)
+    if config.train and found is not None and _next_iteration(found) >= config.num_iterations:
+        # Before building anything, and without writing a file.
+        if is_chief:
+            print('Nothing to train: the checkpoint in %s is already at iteration %d of %d (a '
+                  'finished run with the same experiment name: use another --logdir, or '
+                  '--resume=False to start afresh).'
+                  % (exp_dir, _next_iteration(found), config.num_iterations))
+        return 0
     if config.train:
         if is_chief:
             check_writable(exp_dir)
         # One job trains in a folder at a time (testing beside it is fine).
         folder_lock.hold(exp_dir, job=cluster.signature() if cluster else None, holder=is_chief)
-    found = None
-    if config.resume or not config.train:
-        found = checkpoint.find(exp_dir, config.test_iter)
-    elif is_chief and checkpoint.list_checkpoints(exp_dir):
-        moved = checkpoint.move_earlier_run(exp_dir, 'earlier_run_' + time.strftime('%Y%m%d-%H%M%S'))
-        print('--resume=False: moved the earlier run\'s checkpoints and events to %s'
-              % os.path.join(exp_dir, moved), flush=True)
+        if found is not None:  # read again: another run may have saved since
+            found = checkpoint.find(exp_dir, config.test_iter)
+        elif not config.resume and is_chief and checkpoint.list_checkpoints(exp_dir):
+            moved = checkpoint.move_earlier_run(exp_dir,
+                                                'earlier_run_' + time.strftime('%Y%m%d-%H%M%S'))
+            print('--resume=False: moved the earlier run\'s checkpoints and events to %s'
+                  % os.path.join(exp_dir, moved), flush=True)
+        if is_chief and config.datasource == 'sinusoid' and config.norm == 'batch_norm' \
+                and config.update_batch_size < 10:
+            print('note: sinusoid with --norm=batch_norm and --update_batch_size=%d (the '
+                  'reference\'s bare defaults) does not learn: batch statistics over %d points '
+                  'cannot carry the amplitude. The paper\'s setting is --norm=None '
+                  '--update_batch_size=10.' % (config.update_batch_size, config.update_batch_size),
+                  file=sys.stderr)
     if not config.train and found is None:
         raise CheckpointError('no checkpoint to test in %s: train first with the same flags '
                               '(without --train=False), or point --logdir at the folder that '
@@ -373,6 +397,13 @@ def run(config):
         raise distribute.lost_worker_error(
             cluster, e, 'Rerun the same commands on every worker to resume from the last '
             'checkpoint in %s.' % exp_dir)
+
+
+def _next_iteration(found):
+    """The iteration a run resumed from this (iteration, prefix, contents) starts at."""
+    iteration, _, contents = found
+    state = checkpoint.read_state(contents)
+    return state.next_iteration if state is not None else iteration
 
 
 def _agree_on_flags(config, cluster, replicas):

@@ -67,6 +67,7 @@ flags.DEFINE_integer('inter_op_threads', -1, 'TensorFlow ops run side by side (0
 flags.DEFINE_integer('intra_op_threads', -1, 'threads within one op (0: TensorFlow\'s default; -1: chosen per configuration)')
 flags.DEFINE_enum('distribute', 'auto', CHOICES, 'where training runs: auto (with TF_CONFIG set, one worker of a MultiWorkerMirroredStrategy job; on a host with several GPUs, all of them; else one device), one_device, mirrored (every GPU of this host), or multi_worker (needs TF_CONFIG); see README "Scaling out"')
 flags.DEFINE_integer('worker_timeout', 60, 'seconds a worker of a multi-worker job waits for the others to join, and for one that stops answering before all stop')
+flags.DEFINE_bool('progress', True, 'show progress (iteration, iterations/s, time left) on stderr: a live bar on a terminal, a line a minute in a log file; stdout keeps the reference\'s lines')
 flags.DEFINE_integer('seed', None, 'seed numpy, random and TensorFlow for a repeatable run (unset: unseeded, as the reference)')
 
 
@@ -99,5 +100,13 @@ def main(argv):
         return 130
 
 
+HELP_FLAGS = {'--help', '-h', '-?', '--helpshort', '--helpfull', '--helpxml'}
+
 if __name__ == '__main__':
-    app.run(main)
+    try:
+        app.run(main)
+    except SystemExit as e:
+        # absl exits with status 1 after printing the help it was asked for.
+        if e.code == 1 and HELP_FLAGS & set(sys.argv[1:]):
+            sys.exit(0)
+        raise

@@ -3,11 +3,40 @@
 Environment variables are read once, when TensorFlow loads, so the command
 line, the tests and the benchmarks import this first and all run the same
 kernels. A value already set in the environment wins.
+
+TensorFlow's C++ libraries also print notices while they load (no CUDA
+drivers, cuInit failed, CPU instructions, oneDNN on), before their logging is
+set up, so TF_CPP_MIN_LOG_LEVEL cannot filter them: this module imports
+TensorFlow with standard error pointed at /dev/null, then restores it. An
+import that fails still raises its Python error. MAML_TF_NOTICES=1 shows them.
 """
 import os
+import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # keep TensorFlow's start-up notices quiet
 # oneDNN's CPU kernels: faster on the conv nets (results/benchmarks.md), not on
 # by default in every TensorFlow build; the golden parity tests pass with them.
 # TF_ENABLE_ONEDNN_OPTS=0 turns them off.
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
+
+
+def _import_tensorflow_quietly():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, 'w') as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                import tensorflow
+                # Looking for GPUs tries CUDA once (the cuInit notice on a
+                # CPU-only host); the answer is cached for later calls.
+                tensorflow.config.list_physical_devices('GPU')
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+if os.environ.get('MAML_TF_NOTICES') != '1' and 'tensorflow' not in sys.modules:
+    _import_tensorflow_quietly()

@@ -77,3 +77,4 @@ def test_results_trained_with_different_flags_are_refused(tmp_path, capsys):
         paths.append(_write(tmp_path / folder / 'test_ubs10_stepsize0.01.pkl', np.ones((600, 11))))
     assert compare.main(paths) == 2
     assert 'training inner steps (num_updates): 1 vs 5' in capsys.readouterr().err
+

@@ -103,3 +103,76 @@ def test_bad_input_gives_one_clear_line_and_a_failing_exit(tmp_path, args, messa
     assert 'Traceback' not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith('error: ') and message in last, proc.stderr
+
+
+@pytest.mark.slow
+def test_help_exits_with_status_0_and_names_the_new_flags():
+    proc = run_main(['--help'], check=False)
+    assert proc.returncode == 0
+    assert '--distribute:' in proc.stdout and '--[no]progress:' in proc.stdout
+
+
+@pytest.mark.slow
+def test_a_short_cpu_run_prints_nothing_on_stderr_but_where_its_files_went(tmp_path):
+    proc = run_main(SINE + ['--metatrain_iterations=20', '--logdir=%s' % tmp_path])
+    exp_dir = os.path.join(str(tmp_path), SINE_EXP)
+    assert proc.stderr == ('Trained to iteration 19. Checkpoints (model{N}, the last 10 kept) '
+                           'and TensorBoard events are in %s\n' % exp_dir)
+    quiet = run_main(SINE + ['--metatrain_iterations=40', '--logdir=%s' % tmp_path,
+                             '--progress=False'])
+    assert quiet.stderr == ''
+    assert quiet.stdout.splitlines()[-1] == 'Done initializing, starting training.'
+
+
+@pytest.mark.slow
+def test_a_finished_run_says_nothing_to_train_before_building_anything_and_writes_nothing(
+        tmp_path):
+    args = SINE + ['--metatrain_iterations=20', '--logdir=%s' % tmp_path]
+    run_main(args)
+    exp_dir = os.path.join(str(tmp_path), SINE_EXP)
+    before = sorted(os.listdir(exp_dir))
+    again = run_main(args)
+    assert again.stdout.startswith('Nothing to train: the checkpoint in %s is already at '
+                                   'iteration 20 of 20' % exp_dir)
+    assert 'Done initializing' not in again.stdout
+    assert sorted(os.listdir(exp_dir)) == before
+
+
+@pytest.mark.slow
+def test_sinusoid_with_the_bare_defaults_gets_a_hint_on_stderr_only(tmp_path):
+    proc = run_main(['--metatrain_iterations=20', '--logdir=%s' % tmp_path, '--progress=False'])
+    assert proc.stderr.startswith('note: sinusoid with --norm=batch_norm and '
+                                  '--update_batch_size=5 (the reference\'s bare defaults) does '
+                                  'not learn')
+    assert proc.stdout == 'Done initializing, starting training.\n'
+
+
+@pytest.mark.slow
+def test_on_a_terminal_progress_is_a_live_bar_on_stderr(tmp_path):
+    import pty
+    import subprocess
+    import sys
+    from conftest import MAIN, REPO_ROOT
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, MAIN] + SINE + ['--metatrain_iterations=3000',
+                                                            '--logdir=%s' % tmp_path],
+                            stdout=subprocess.PIPE, stderr=follower, cwd=REPO_ROOT)
+    os.close(follower)
+    stdout, _ = proc.communicate(timeout=300)
+    shown = b''
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    assert proc.returncode == 0
+    assert b'training:' in shown and b'it/s' in shown and b'\r' in shown
+    assert stdout.decode().splitlines() == ['Done initializing, starting training.',
+                                            'Iteration 1000: ' + stdout.decode().split(
+                                                'Iteration 1000: ')[1].splitlines()[0],
+                                            'Iteration 2000: ' + stdout.decode().split(
+                                                'Iteration 2000: ')[1].splitlines()[0]]

@@ -1,0 +1,14 @@
+"""results/make_figures.py: the figures of results/. Each test one sentence."""
+import pytest
+
+from results import make_figures
+
+
+def test_make_figures_never_replaces_an_existing_figure_without_overwrite(tmp_path, capsys):
+    figure = tmp_path / 'figure.png'
+    figure.write_bytes(b'committed')
+    with pytest.raises(SystemExit) as e:
+        make_figures.main(['sine', '--maml', 'a', '--pretrained', 'b', '--out', str(figure)])
+    assert e.value.code == 2
+    assert 'exists: choose another --out, or pass --overwrite' in capsys.readouterr().err
+    assert figure.read_bytes() == b'committed'
