@@ -174,27 +174,34 @@ def train(config, steps, data, exp_dir, state):
     with StopRequest() as stop:
         for call in schedule.calls(resume_itr):
             batches = [next(train_batches) for _ in call]
+            pretraining = schedule.pretraining(call.start)
+            objectives = None
             if schedule.summarises(call.start):
-                # The values the reference fetched with its training op: this
-                # batch, the weights before the update, every evaluated step.
-                res = evaluate(batches[0])
-                pre, post = headline(res, classification, num_updates)
-                prelosses.append(pre)
-                postlosses.append(post)
                 # The reference's merged summaries held a validation batch too,
                 # fetched with --log=False as well: draw it either way, so the
                 # later validation batches do not depend on --log.
                 val_batch = next_val_batch() if val_batches is not None else None
-                if config.log:
-                    if val_batch is not None:
-                        val = evaluate(val_batch)
-                    if writer:
-                        write_summaries(writer, 'metatrain_', res, call.start, classification)
-                        if val_batch is not None:
-                            write_summaries(writer, 'metaval_', val, call.start, classification)
+                val = evaluate(val_batch) if config.log and val_batch is not None else None
+                # The values the reference fetched with its training op: this
+                # batch, the weights before the update, every evaluated step;
+                # computed with the training step itself where it is one call.
+                if schedule.steps_per_call == 1 and not pretraining:
+                    res = steps.summarised_metatrain_step(*batches[0], eval_steps,
+                                                          num_tasks=num_tasks)
+                    objectives = [float(res['objective'])]
+                else:
+                    res = evaluate(batches[0])
+                pre, post = headline(res, classification, num_updates)
+                prelosses.append(pre)
+                postlosses.append(post)
+                if writer:
+                    write_summaries(writer, 'metatrain_', res, call.start, classification)
+                    if val is not None:
+                        write_summaries(writer, 'metaval_', val, call.start, classification)
 
-            objectives = run_steps(steps, batches, schedule.pretraining(call.start),
-                                   schedule.steps_per_call, num_tasks)
+            if objectives is None:
+                objectives = run_steps(steps, batches, pretraining, schedule.steps_per_call,
+                                       num_tasks)
             for i, objective in zip(call, objectives):
                 if not np.isfinite(objective):
                     raise TrainingStopped(

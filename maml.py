@@ -213,16 +213,26 @@ class MAML:
         return {name: (g if g is not None else tf.zeros_like(v))
                 for name, g, v in zip(names, grads, self.trainable_variables)}
 
-    def metatrain_gradients(self, inputa, inputb, labela, labelb, num_tasks=None):
+    def metatrain_gradients(self, inputa, inputb, labela, labelb, num_tasks=None,
+                            evaluated_steps=None):
         """The meta-training objective (split b's loss after num_updates inner
         steps) of these tasks, with the pre-update loss, and its gradients by
-        reference name; both divided by num_tasks, the meta-batch's size."""
+        reference name; both divided by num_tasks, the meta-batch's size.
+
+        evaluated_steps: also adapt on to that many steps and return every
+        total of meta_batch (a summary iteration's values, as the reference
+        fetched them with its training op), sharing the forward passes.
+        """
         num_updates = self.config.num_updates
         with tf.GradientTape() as tape:
-            res = self.meta_batch(inputa, inputb, labela, labelb, num_updates, num_tasks)
+            res = self.meta_batch(inputa, inputb, labela, labelb,
+                                  max(num_updates, evaluated_steps or 0), num_tasks)
             objective = res['total_losses2'][num_updates - 1]
-        return ({'total_loss1': res['total_loss1'], 'objective': objective},
-                self._gradients(objective, tape))
+        totals = {'total_loss1': res['total_loss1']}
+        if evaluated_steps:
+            totals = {k: v[:evaluated_steps] if isinstance(v, list) else v
+                      for k, v in res.items() if k.startswith('total_')}
+        return dict(totals, objective=objective), self._gradients(objective, tape)
 
     def pretrain_gradients(self, inputa, inputb, labela, labelb, num_tasks=None):
         """Plain multi-task training's objective, split a's pre-update loss, and its gradients."""

@@ -35,6 +35,8 @@ class Steps:
         self._metatrain = tf.function(self._metatrain_step, jit_compile=jit)
         self._pretrain = tf.function(self._pretrain_step, jit_compile=jit)
         self._evaluate = tf.function(self._evaluate_step, jit_compile=jit)
+        self._summarised_metatrain = tf.function(self._summarised_metatrain_step,
+                                                 jit_compile=jit)
         self._metatrain_repeated = tf.function(
             functools.partial(self._repeat, self._metatrain_step), jit_compile=jit)
         self._pretrain_repeated = tf.function(
@@ -51,6 +53,16 @@ class Steps:
         num_tasks = num_tasks or len(inputa)
         return self._first(self._metatrain(*self._share(inputa, inputb, labela, labelb,
                                                         num_tasks=num_tasks), num_tasks))
+
+    def summarised_metatrain_step(self, inputa, inputb, labela, labelb, evaluated_steps,
+                                  num_tasks=None):
+        """metatrain_step that also returns a summary iteration's values: the totals
+        of evaluate(..., evaluated_steps) before the update (pre-update and every
+        step's loss, and accuracy), computed with the step's own forward passes."""
+        num_tasks = num_tasks or len(inputa)
+        return self._first(self._summarised_metatrain(
+            *self._share(inputa, inputb, labela, labelb, num_tasks=num_tasks),
+            evaluated_steps, num_tasks))
 
     def pretrain_step(self, inputa, inputb, labela, labelb, num_tasks=None):
         """Plain multi-task training: Adam on split a's pre-update loss."""
@@ -104,36 +116,43 @@ class Steps:
         return tf.nest.map_structure(
             lambda x: self.strategy.experimental_local_results(x)[0], structure)
 
-    def _replica_gradients(self, gradients, num_tasks, index, inputa, inputb, labela, labelb):
+    def _replica_gradients(self, gradients, clip, num_tasks, index,
+                           inputa, inputb, labela, labelb):
         """In one replica: its share's results and meta-gradient terms, summed over
-        replicas, and the sum as applied (clipped for MiniImagenet)."""
+        replicas, and the sum as applied (clipped for MiniImagenet if `clip`)."""
         if index is not None:
             inputa, inputb, labela, labelb = (x[index] for x in (inputa, inputb, labela, labelb))
         if inputa.shape[0] == 0:  # a replica without tasks adds zero
-            res = {'total_loss1': tf.zeros([]), 'objective': tf.zeros([])}
-            grads = {name: tf.zeros_like(v) for name, v in self.model.named_variables().items()}
+            res, grads = tf.nest.map_structure(tf.zeros_like, gradients(
+                *_stand_in_task(inputa, inputb, labela, labelb), num_tasks))
         else:
             res, grads = gradients(inputa, inputb, labela, labelb, num_tasks)
         res, grads = tf.distribute.get_replica_context().all_reduce(SUM, (res, grads))
-        applied = grads
-        if gradients == self.model.metatrain_gradients:
-            applied = self.model.clip_meta_gradients(grads)
+        applied = self.model.clip_meta_gradients(grads) if clip else grads
         return res, grads, applied
 
-    def _train_step(self, gradients, optimizer, inputa, inputb, labela, labelb, num_tasks, index):
+    def _train_step(self, gradients, optimizer, inputa, inputb, labela, labelb, num_tasks, index,
+                    clip=False):
         res, grads, applied = self.strategy.run(
-            functools.partial(self._replica_gradients, gradients, num_tasks, index),
+            functools.partial(self._replica_gradients, gradients, clip, num_tasks, index),
             args=(inputa, inputb, labela, labelb))
         # Every local replica's copy of the variables takes the same update.
         self.strategy.extended.update(self._anchor, lambda _, g: optimizer.apply(g),
                                       args=(applied,))
         return res, grads, applied
 
-    def _metatrain_step(self, inputa, inputb, labela, labelb, num_tasks, index=None):
+    def _metatrain_step(self, inputa, inputb, labela, labelb, num_tasks, index=None,
+                        evaluated_steps=None):
         res, grads, applied = self._train_step(
-            self.model.metatrain_gradients, self.model.metatrain_optimizer,
-            inputa, inputb, labela, labelb, num_tasks, index)
+            functools.partial(self.model.metatrain_gradients, evaluated_steps=evaluated_steps),
+            self.model.metatrain_optimizer, inputa, inputb, labela, labelb, num_tasks, index,
+            clip=True)
         return dict(res, metagrads_unclipped=grads, metagrads=applied)
+
+    def _summarised_metatrain_step(self, inputa, inputb, labela, labelb, evaluated_steps,
+                                   num_tasks):
+        return self._metatrain_step(inputa, inputb, labela, labelb, num_tasks,
+                                    evaluated_steps=evaluated_steps)
 
     def _pretrain_step(self, inputa, inputb, labela, labelb, num_tasks, index=None):
         return self._train_step(self.model.pretrain_gradients, self.model.pretrain_optimizer,
@@ -166,8 +185,7 @@ class Steps:
         def replica(inputa, inputb, labela, labelb):
             size = inputa.shape[0]
             if size == 0:  # no tasks: evaluate a stand-in task, then keep none of it
-                inputa, inputb, labela, labelb = (
-                    tf.zeros([1] + x.shape[1:].as_list()) for x in (inputa, inputb, labela, labelb))
+                inputa, inputb, labela, labelb = _stand_in_task(inputa, inputb, labela, labelb)
             res = self.model.meta_batch(inputa, inputb, labela, labelb, num_updates, num_tasks)
             values = self.model.task_values(res)
             totals = {k: v for k, v in res.items() if k.startswith('total_')}
@@ -184,6 +202,12 @@ class Steps:
             totals['task_values'] = rows
             return tf.distribute.get_replica_context().all_reduce(SUM, totals), per_task
         return self.strategy.run(replica, args=(inputa, inputb, labela, labelb))
+
+
+def _stand_in_task(*arrays):
+    """One task of zeros shaped like these empty shares: a replica without tasks
+    computes on it for the shapes of its results, then keeps none of them."""
+    return [tf.zeros([1] + x.shape[1:].as_list()) for x in arrays]
 
 
 def _numpy(x):

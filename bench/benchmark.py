@@ -6,6 +6,8 @@ Usage:
   python bench/benchmark.py --omniglot_folder data/omniglot_resized   # adds start-up on real data
   python bench/benchmark.py --reference          # and the reference's graph, side by side
   python bench/benchmark.py --scaling            # one worker against two (bench/scaling.py)
+  python bench/benchmark.py --end_to_end --omniglot_folder F --miniimagenet_folder M
+                                                 # main.py itself, from its printed lines
 
 Each configuration runs in a fresh process (so peak memory is its own): it
 builds the model, warms up (tracing plus a few steps), then times several
@@ -18,9 +20,12 @@ With --omniglot_folder, start-up is the time from launching main.py on the
 full Omniglot data until it prints 'Done initializing, starting training.',
 and until its first iteration is done. With --reference, each configuration is
 also timed, in the same run, with the reference's own graph
-(bench/reference_graph.py), and the table of speed-ups is printed: absolute
-speeds on a shared machine move between hosts and days; ratios from one run
-are what can be compared.
+(bench/reference_graph.py, with the fused batch norm the original runs;
+--reference_unfused_bn: written out, as the golden files were made), and the
+table of speed-ups is printed: absolute speeds on a shared machine move
+between hosts and days; ratios from one run are what can be compared. With
+--end_to_end, main.py itself is timed from its printed lines
+(bench/end_to_end.py).
 """
 import argparse
 import itertools
@@ -164,7 +169,7 @@ def measure(name, first_order, windows, min_window_seconds, threads):
             'conv_gflop': [[list(k), v / 1e9] for k, v in flops['by_conv'].items()]}
 
 
-def measure_reference(name, first_order, windows, min_window_seconds, fused_batch_norm=False):
+def measure_reference(name, first_order, windows, min_window_seconds, fused_batch_norm=True):
     """The same measurement of the reference's own graph (bench/reference_graph.py)."""
     import numpy as np
     import tensorflow as tf
@@ -278,7 +283,7 @@ def run_child(args, name, order, program):
                          '--program', program, '--windows', str(args.windows),
                          '--threads', args.threads,
                          '--min_window_seconds', str(args.min_window_seconds)]
-                        + (['--reference_fused_bn'] if args.reference_fused_bn else []), env)
+                        + (['--reference_unfused_bn'] if args.reference_unfused_bn else []), env)
 
 
 def print_speedups(results, reference, onednn, fused_batch_norm):
@@ -344,12 +349,22 @@ def main():
     parser.add_argument('--reference_onednn', default='0', choices=['0', '1'],
                         help='TF_ENABLE_ONEDNN_OPTS for the reference (0: as this TensorFlow '
                              'build runs it by default)')
-    parser.add_argument('--reference_fused_bn', action='store_true',
-                        help='the reference with TensorFlow\'s fused batch norm, as TF1 releases '
-                             'after 1.0 ran it (faster; wrong second derivatives in map_fn)')
+    parser.add_argument('--reference_unfused_bn', action='store_true',
+                        help='the reference with batch norm written out, as the golden files '
+                             'were made, instead of TensorFlow\'s fused kernel, which the '
+                             'original program runs (tf_slim\'s batch_norm picks it)')
     parser.add_argument('--scaling', action='store_true',
                         help='time one worker on one core, two workers on a core each and one '
                              'process on both cores (bench/scaling.py; second order)')
+    parser.add_argument('--end_to_end', action='store_true',
+                        help='time main.py itself from its printed Iteration lines, beside '
+                             'the step rate (bench/end_to_end.py; needs the data folders for '
+                             'the image configurations)')
+    parser.add_argument('--miniimagenet_folder', default=None,
+                        help='prepared MiniImagenet (train/ val/ test/), for --end_to_end')
+    parser.add_argument('--against_main', default=None, metavar='PATH',
+                        help='with --end_to_end: also time this main.py (another program, '
+                             'for example the original), started in its own folder')
     parser.add_argument('--scaling_worker', help=argparse.SUPPRESS)
     parser.add_argument('--scaling_threads', default='one', help=argparse.SUPPRESS)
     parser.add_argument('--one', nargs=2, metavar=('CONFIG', 'ORDER'), help=argparse.SUPPRESS)
@@ -376,10 +391,21 @@ def main():
         scaling(names, args.windows, args.min_window_seconds)
         return
 
+    if args.end_to_end:
+        from end_to_end import end_to_end
+        print_run_header('End to end', 'benchmark.py')
+
+        def step_rate(name, order):
+            return run_child(args, name, order, 'port').get('it_per_s')
+        end_to_end(args.configs, args.orders, {'omniglot': args.omniglot_folder,
+                                               'miniimagenet': args.miniimagenet_folder},
+                   step_rate, args.against_main)
+        return
+
     if args.one:  # child process: measure one configuration, print JSON
         if args.program == 'reference':
             result = measure_reference(args.one[0], args.one[1] == '1', args.windows,
-                                       args.min_window_seconds, args.reference_fused_bn)
+                                       args.min_window_seconds, not args.reference_unfused_bn)
         else:
             result = measure(args.one[0], args.one[1] == '1', args.windows,
                              args.min_window_seconds, args.threads)
@@ -404,7 +430,7 @@ def main():
             if args.reference:
                 reference[name, order] = run_child(args, name, order, 'reference')
     if args.reference:
-        print_speedups(results, reference, args.reference_onednn, args.reference_fused_bn)
+        print_speedups(results, reference, args.reference_onednn, not args.reference_unfused_bn)
     print_flop_bound(results)
     if args.omniglot_folder:
         import tempfile

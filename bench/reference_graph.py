@@ -12,7 +12,10 @@ session, feed_dict):
   only step `num_updates` feeds the meta-gradient (when only the training op
   is fetched, TensorFlow prunes the others: 1 or 10 unrolled steps measured
   the same speed);
-- batch norm unfused, as in the golden files (the exactness fix);
+- batch norm through TensorFlow's fused kernel (`fused_batch_norm=True`, what
+  the original program runs: tf_slim's batch_norm picks it; the benchmark's
+  default), or written out (the default here, as the golden files were made:
+  the exactness fix);
 - Adam (TF1) on the split-b loss after `num_updates` steps, clipped to
   [-10, 10] for MiniImagenet.
 

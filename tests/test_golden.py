@@ -6,7 +6,8 @@ original TF1 program produced) becomes its own test case:
   file's flags, load its initial variables by their reference names, feed its
   batch and compare losses, accuracies, outputs, meta-gradients and the
   variables after one Adam step; twice, on one device and with the meta-batch
-  split over two replicas (a MirroredStrategy over two logical CPU devices);
+  split over two replicas (a MirroredStrategy over two logical CPU devices),
+  and as a summary iteration (the totals returned by the training step);
 - `sinusoid_batches*.npz`: the sinusoid generator reproduces every batch bit for bit;
 - `tasks_*.json`: the image task lists (class folder split and first tasks).
 Any other file fails: the test does not silently ignore what it cannot read.
@@ -93,7 +94,13 @@ def test_golden_model_step_split_over_two_replicas(filename):
                      Replicas(two_cpu_strategy()))
 
 
-def check_model_step(path, replicas):
+@pytest.mark.parametrize('filename', _model_step_files())
+def test_golden_model_step_as_a_summary_iteration_with_its_totals_from_the_training_step(
+        filename):
+    check_model_step(os.path.join(GOLDEN_DIR, filename), Replicas(), summarised=True)
+
+
+def check_model_step(path, replicas, summarised=False):
     z = np.load(path)
     flags = json.loads(str(z['flags_json']))
     config = Config.from_dict(flags)
@@ -129,21 +136,32 @@ def check_model_step(path, replicas):
         return forward_rtol * float(np.abs(expected).max())
     batch = [tf.constant(x) for x in (inputa, inputb, labela, labelb)]
     steps = Steps(model, replicas)
-    res = steps.evaluate(*batch, eval_steps)
-    _close(res['total_loss1'], z['total_loss1'], forward_rtol, what='total_loss1')
-    _close(np.stack(res['total_losses2']), z['total_losses2'], forward_rtol, what='total_losses2')
-    _close(res['lossa'], z['lossesa'], forward_rtol, scaled(z['lossesa']), 'lossesa')
-    _close(np.stack(res['lossesb']), z['lossesb'], forward_rtol, scaled(z['lossesb']), 'lossesb')
-    _close(res['outputa'], z['outputas'], forward_rtol, scaled(z['outputas']), 'outputas')
-    _close(np.stack(res['outputbs']), z['outputbs'], forward_rtol, scaled(z['outputbs']), 'outputbs')
-    if config.classification:
-        _close(res['total_accuracy1'], z['total_accuracy1'], 0, 1e-6, 'total_accuracy1')
-        _close(np.stack(res['total_accuracies2']), z['total_accuracies2'], 0, 1e-6,
-               'total_accuracies2')
-        _close(res['accuracya'], z['accuraciesa'], 0, 1e-6, 'accuraciesa')
-        _close(np.stack(res['accuraciesb']), z['accuraciesb'], 0, 1e-6, 'accuraciesb')
 
-    step = steps.metatrain_step(*batch)
+    def check_totals(res):
+        _close(res['total_loss1'], z['total_loss1'], forward_rtol, what='total_loss1')
+        _close(np.stack(res['total_losses2']), z['total_losses2'], forward_rtol,
+               what='total_losses2')
+        if config.classification:
+            _close(res['total_accuracy1'], z['total_accuracy1'], 0, 1e-6, 'total_accuracy1')
+            _close(np.stack(res['total_accuracies2']), z['total_accuracies2'], 0, 1e-6,
+                   'total_accuracies2')
+
+    if summarised:  # a summary iteration: the totals come with the training step
+        step = steps.summarised_metatrain_step(*batch, eval_steps)
+        check_totals(step)
+    else:
+        res = steps.evaluate(*batch, eval_steps)
+        check_totals(res)
+        _close(res['lossa'], z['lossesa'], forward_rtol, scaled(z['lossesa']), 'lossesa')
+        _close(np.stack(res['lossesb']), z['lossesb'], forward_rtol, scaled(z['lossesb']),
+               'lossesb')
+        _close(res['outputa'], z['outputas'], forward_rtol, scaled(z['outputas']), 'outputas')
+        _close(np.stack(res['outputbs']), z['outputbs'], forward_rtol, scaled(z['outputbs']),
+               'outputbs')
+        if config.classification:
+            _close(res['accuracya'], z['accuraciesa'], 0, 1e-6, 'accuraciesa')
+            _close(np.stack(res['accuraciesb']), z['accuraciesb'], 0, 1e-6, 'accuraciesb')
+        step = steps.metatrain_step(*batch)
     _close(step['objective'], z['total_losses2'][num_updates - 1], forward_rtol, what='objective')
     if config.datasource == 'miniimagenet':
         grad_atol_frac, grad_rtol = 1e-2, 5e-3

@@ -74,3 +74,31 @@ def test_clipping_applies_to_the_meta_gradient_summed_over_replicas():
     assert np.abs(unclipped).max() > 10
     np.testing.assert_array_equal(step['metagrads']['model/w5'].numpy(),
                                   np.clip(unclipped, -10, 10))
+
+
+@pytest.mark.parametrize('tasks,two_replicas', [(3, False), (1, True)],
+                         ids=['3 tasks on one device', '1 task on 2 replicas'])
+def test_a_summary_iteration_reports_and_trains_as_evaluate_then_the_step(tasks, two_replicas):
+    config = Config(datasource='omniglot', num_filters=4, update_batch_size=1, update_lr=0.4,
+                    num_updates=1, meta_batch_size=tasks)
+    batch = _omniglot_batch(tasks)
+    models, outputs = [], []
+    for summarised in (False, True):
+        replicas = Replicas(two_cpu_strategy()) if two_replicas else Replicas()
+        with replicas.strategy.scope():
+            model = MAML(config, seed=0)
+        steps = Steps(model, replicas)
+        if summarised:
+            outputs.append(steps.summarised_metatrain_step(*batch, 3))
+        else:
+            outputs.append(dict(steps.evaluate(*batch, 3), **steps.metatrain_step(*batch)))
+        models.append(model)
+    separate, summarised = outputs
+    for key in ('total_loss1', 'total_accuracy1', 'objective'):
+        np.testing.assert_array_equal(summarised[key], separate[key], err_msg=key)
+    for key in ('total_losses2', 'total_accuracies2'):
+        assert len(summarised[key]) == 3
+        np.testing.assert_array_equal(np.stack(summarised[key]), np.stack(separate[key]), key)
+    for name, var in models[0].named_variables().items():
+        np.testing.assert_array_equal(models[1].named_variables()[name].numpy(), var.numpy(),
+                                      err_msg=name)
