@@ -69,6 +69,10 @@ class DataGenerator:
             else:
                 self._list_miniimagenet()
             self._images = {}  # class folder -> uint8 [files, h, w, c], decoded once
+            # class folder -> uint8 [files, rotations, dim_input]: each image as the
+            # row a batch holds, for every rotation a batch may draw (Omniglot's
+            # 0/90/180/270 degrees; MiniImagenet: only the image itself).
+            self._rows = {}
             self._file_lists = {}  # class folder -> its sorted file names
         else:
             raise DataError('unknown datasource %r' % config.datasource)
@@ -201,6 +205,12 @@ class DataGenerator:
         with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
             for folder, images in zip(todo, pool.map(self._decode_folder, todo)):
                 self._images[folder] = images
+                if self.config.datasource == 'omniglot':
+                    self._rows[folder] = np.stack(
+                        [np.rot90(images, r, axes=(1, 2)).reshape(len(images), -1)
+                         for r in range(4)], 1)
+                else:  # a view: no second copy of the images
+                    self._rows[folder] = images.reshape(len(images), 1, -1)
 
     def _decode_folder(self, folder):
         return np.stack([self._decode(os.path.join(self.data_folder, folder, name))
@@ -236,20 +246,20 @@ class DataGenerator:
         images = np.empty((len(share), n * s, self.config.dim_input), np.float32)
         labels = np.zeros((len(share), n * s, n), np.float32)
         for position, task in enumerate(tasks):
-            rotations = rng.integers(0, 4, n) if self.config.datasource == 'omniglot' else None
+            rotations = (rng.integers(0, 4, n) if self.config.datasource == 'omniglot'
+                         else np.zeros(n, int))
             orders = [rng.permutation(n) for _ in range(s)]
             if position not in share:
                 continue
-            t, row = position - share.start, 0
-            for k in range(s):
-                for c in orders[k]:
-                    folder, index = task[c * s + k]
-                    image = self._images[folder][index]
-                    if rotations is not None:
-                        image = np.rot90(image, rotations[c])
-                    images[t, row] = image.reshape(-1)
-                    labels[t, row, c] = 1.0
-                    row += 1
+            t = position - share.start
+            classes = np.concatenate(orders)  # row k * n + j: shot k of class orders[k][j]
+            shots = np.repeat(np.arange(s), n)
+            rows = []
+            for k, c in zip(shots, classes):
+                folder, index = task[c * s + k]
+                rows.append(self._rows[folder][index, rotations[c]])
+            images[t] = rows
+            labels[t, np.arange(n * s), classes] = 1.0
         images /= 255.0
         if self.config.datasource == 'omniglot':
             images = 1.0 - images
