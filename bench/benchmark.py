@@ -346,9 +346,10 @@ def main():
     parser.add_argument('--reference', action='store_true',
                         help='also time the reference\'s own graph (bench/reference_graph.py) '
                              'in the same run, and print the speed-up over it')
-    parser.add_argument('--reference_onednn', default='0', choices=['0', '1'],
-                        help='TF_ENABLE_ONEDNN_OPTS for the reference (0: as this TensorFlow '
-                             'build runs it by default)')
+    parser.add_argument('--reference_onednn', default='1', choices=['0', '1'],
+                        help='TF_ENABLE_ONEDNN_OPTS for the reference (1: as this TensorFlow '
+                             'build runs with the variable unset, and as the original program '
+                             'ran here; 0 turns oneDNN off)')
     parser.add_argument('--reference_unfused_bn', action='store_true',
                         help='the reference with batch norm written out, as the golden files '
                              'were made, instead of TensorFlow\'s fused kernel, which the '

@@ -60,7 +60,11 @@ def time_program(main_py, flags, last, data_folder=None, timeout=7200):
             _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
             err.seek(0)
             error = err.read().strip()
-    if os.waitstatus_to_exitcode(status) != 0 or last not in times:
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:  # its last stderr line is then some earlier notice, not the cause
+        return {'error': 'killed by signal %d (SIGKILL: out of memory?) at peak RSS %.0f MB'
+                         % (-code, usage.ru_maxrss / 1024.0)}
+    if code != 0 or last not in times:
         return {'error': error.splitlines()[-1] if error else 'no output'}
     return {'startup_s': startup, 'times': times, 'peak_rss_mb': usage.ru_maxrss / 1024.0}
 

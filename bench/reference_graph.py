@@ -161,26 +161,37 @@ def _reference_variables(tf1, config):
     return weights, norm_offsets
 
 
-def check_golden(path):
-    """Largest relative differences from a golden file's losses and meta-gradients."""
+def check_golden(path, fused_batch_norm=False, stop_grad=None):
+    """Largest relative differences from a golden file's losses and meta-gradients.
+
+    fused_batch_norm, stop_grad: run the reference graph another way than the
+    golden file was made (TensorFlow's fused kernel; first order), to measure
+    how far that lands from it. Also returns each meta-gradient's cosine with
+    the golden one ('cosines', by variable name).
+    """
     import json
 
     from config import Config
 
     golden = np.load(path)
     flags = json.loads(str(golden['flags_json']))
-    config = Config.from_dict(flags)
+    overrides = {} if stop_grad is None else {'stop_grad': stop_grad}
+    config = Config.from_dict(flags, **overrides)
     init = {n: golden['init/' + n] for n in golden['var_names']}
     session, placeholders, _, fetches = build_reference_step(
-        config, init, test_num_updates=config.num_updates)
+        config, init, test_num_updates=config.num_updates, fused_batch_norm=fused_batch_norm)
     feed = dict(zip(placeholders, [golden[k] for k in ('inputa', 'inputb', 'labela', 'labelb')]))
     got = session.run(fetches, feed)
 
     # Relative to the largest value of the whole gradient: the conv biases'
     # gradients are ~0 (batch norm removes them) and only their rounding is left.
     scale = max(float(np.max(np.abs(golden['metagrad/' + n]))) for n in got['metagrads'])
+
+    def cosine(a, b):
+        return float(np.sum(a * b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
     return {'total_losses2': float(np.max(np.abs(np.subtract(got['total_losses2'],
                                                              golden['total_losses2'])))
                                    / np.max(np.abs(golden['total_losses2']))),
             'metagrads': max(float(np.max(np.abs(g - golden['metagrad/' + n]))) / scale
-                             for n, g in got['metagrads'].items())}
+                             for n, g in got['metagrads'].items()),
+            'cosines': {n: cosine(g, golden['metagrad/' + n]) for n, g in got['metagrads'].items()}}

@@ -43,6 +43,16 @@ def test_a_program_that_fails_reports_its_last_error_line(tmp_path):
     assert result == {'error': 'DataError: no images in data/omniglot_resized'}
 
 
+def test_a_program_killed_by_a_signal_reports_the_signal_not_its_last_notice(tmp_path):
+    main_py = _program(tmp_path, '''\
+        import os, signal
+        print('WARNING: some deprecation notice', file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        ''')
+    error = time_program(main_py, [], 400)['error']
+    assert error.startswith('killed by signal 9 (SIGKILL: out of memory?) at peak RSS '), error
+
+
 def test_the_program_gets_the_usage_line_the_window_and_a_fresh_folder(tmp_path):
     main_py = _program(tmp_path, '''\
         print(' '.join(sys.argv[1:]), file=sys.stderr)
