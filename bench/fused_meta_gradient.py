@@ -53,11 +53,11 @@ def main(argv):
           '| cosine with the exact meta-gradient: lowest, median (kernels, head, offsets) |')
     print('|---|---|---|---|')
     for path in batch_norm_conv_files(paths):
+        # The conv biases (model/Variable, model/Variable_1, ...) come right before a norm.
+        biases = set(str(n) for n in np.load(path)['weights_var_names']
+                     if str(n).startswith('model/Variable'))
         for label, fused, stop_grad in WAYS:
             errors = check_golden(path, fused_batch_norm=fused, stop_grad=stop_grad)
-            golden = np.load(path)
-            biases = set(str(n) for n in golden['weights_var_names']
-                         if str(n).startswith('model/Variable'))
             cosines = [c for n, c in errors['cosines'].items() if n not in biases]
             print('| %s | %s | %.2g | %.3f, %.3f |' % (
                 os.path.basename(path), label, errors['metagrads'], min(cosines),
