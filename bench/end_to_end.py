@@ -60,13 +60,13 @@ def time_program(main_py, flags, last, data_folder=None, timeout=7200):
             _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
             err.seek(0)
             error = err.read().strip()
-    code = os.waitstatus_to_exitcode(status)
+    code, peak_rss_mb = os.waitstatus_to_exitcode(status), usage.ru_maxrss / 1024.0
     if code < 0:  # its last stderr line is then some earlier notice, not the cause
         return {'error': 'killed by signal %d (SIGKILL: out of memory?) at peak RSS %.0f MB'
-                         % (-code, usage.ru_maxrss / 1024.0)}
+                         % (-code, peak_rss_mb)}
     if code != 0 or last not in times:
         return {'error': error.splitlines()[-1] if error else 'no output'}
-    return {'startup_s': startup, 'times': times, 'peak_rss_mb': usage.ru_maxrss / 1024.0}
+    return {'startup_s': startup, 'times': times, 'peak_rss_mb': peak_rss_mb}
 
 
 def rate(result, first, last):

@@ -34,11 +34,15 @@ WAYS = [('written out, second order', False, None),
 
 
 def batch_norm_conv_files(paths):
+    """(path, names of the conv biases right before a norm) of each conv net with batch norm."""
     for path in paths:
-        flags = json.loads(str(np.load(path)['flags_json']))
+        golden = np.load(path)
+        flags = json.loads(str(golden['flags_json']))
         if flags.get('conv') and flags.get('norm') == 'batch_norm' \
                 and flags['datasource'] != 'sinusoid' and not flags.get('stop_grad'):
-            yield path
+            # model/Variable, model/Variable_1, ...: the golden README's names for b1..b4.
+            yield path, {str(n) for n in golden['weights_var_names']
+                         if str(n).startswith('model/Variable')}
 
 
 def main(argv):
@@ -52,10 +56,7 @@ def main(argv):
     print('| golden file | reference graph | max abs error / max abs meta-gradient '
           '| cosine with the exact meta-gradient: lowest, median (kernels, head, offsets) |')
     print('|---|---|---|---|')
-    for path in batch_norm_conv_files(paths):
-        # The conv biases (model/Variable, model/Variable_1, ...) come right before a norm.
-        biases = set(str(n) for n in np.load(path)['weights_var_names']
-                     if str(n).startswith('model/Variable'))
+    for path, biases in batch_norm_conv_files(paths):
         for label, fused, stop_grad in WAYS:
             errors = check_golden(path, fused_batch_norm=fused, stop_grad=stop_grad)
             cosines = [c for n, c in errors['cosines'].items() if n not in biases]
