@@ -16,6 +16,11 @@ inner step size (from the file names `test_ubs{K}_stepsize{alpha}.pkl`), the
 number of inner steps (the columns), and, when the experiment folder is
 named as main.py names it, the training K, steps and step size. `--force`
 compares them anyway.
+
+A result file is read without running anything it holds (a pickle can name
+any function to call): only the few numpy names an array needs are admitted,
+anything else is refused naming the file. Results with fewer than 2 tasks or
+with NaN or infinite values are refused too (they would compare as "no").
 """
 import argparse
 import glob
@@ -35,7 +40,8 @@ class CompareError(ValueError):
 def result_file(path):
     """The .pkl a RESULT names: itself, or the one test_*.pkl of a folder."""
     if os.path.isdir(path):
-        found = sorted(glob.glob(os.path.join(path, 'test_*.pkl')))
+        # glob.escape: a folder named like run[1] is a name, not a pattern
+        found = sorted(glob.glob(os.path.join(glob.escape(path), 'test_*.pkl')))
         if len(found) != 1:
             raise CompareError('%s holds %d test_*.pkl files (%s): name the one to compare'
                                % (path, len(found), ', '.join(os.path.basename(f) for f in found)
@@ -68,20 +74,103 @@ def mismatches(settings_a, settings_b):
             for k in settings_a if k in settings_b and settings_a[k] != settings_b[k]]
 
 
+try:
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # numpy 1
+    from numpy.core.multiarray import _reconstruct
+
+
+class _Refused(pickle.UnpicklingError):
+    """A result pickle asked for something a plain array of numbers never needs."""
+
+
+class _NdarrayName:
+    """Stands for numpy.ndarray in a result pickle: it is only ever the first
+    argument of _reconstruct, never called (that would allocate any size asked)."""
+
+
+def _empty_array(subtype, shape, typecode):
+    """numpy's _reconstruct as an array's pickle calls it: an empty ndarray,
+    which the pickled state then fills (from bytes that are in the file)."""
+    if subtype is not _NdarrayName or tuple(shape) != (0,):
+        raise _Refused('numpy _reconstruct with other arguments')
+    return _reconstruct(np.ndarray, (0,), typecode)
+
+
+def _from_buffer(buffer, dtype, shape, order):
+    """numpy's _frombuffer as protocol 5 pickles an array: the array over bytes from the file."""
+    if not isinstance(buffer, (bytes, bytearray)) or not isinstance(dtype, np.dtype):
+        raise _Refused('numpy _frombuffer with other arguments')
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape, order=order)
+
+
+def _latin1(text, encoding='latin1', errors='strict'):
+    """_codecs.encode as Python 3's protocols 0-2 use it for an array's bytes."""
+    if not isinstance(text, str) or encoding not in ('latin1', 'latin-1') or errors != 'strict':
+        raise _Refused('_codecs.encode with encoding %r' % (encoding,))
+    return text.encode('latin1')
+
+
+# Every name the pickle of {'mses': ndarray} can hold, in Python 2 and 3 and
+# under numpy 1's and 2's module names; nothing else is looked up.
+_ADMITTED = {
+    ('numpy.core.multiarray', '_reconstruct'): _empty_array,
+    ('numpy._core.multiarray', '_reconstruct'): _empty_array,
+    ('numpy.core.numeric', '_frombuffer'): _from_buffer,
+    ('numpy._core.numeric', '_frombuffer'): _from_buffer,
+    ('numpy', 'ndarray'): _NdarrayName,
+    ('numpy', 'dtype'): np.dtype,
+    ('_codecs', 'encode'): _latin1,
+}
+
+
+class ResultUnpickler(pickle.Unpickler):
+    """Reads a test result and nothing else: a pickle calls whatever it names,
+    so a result file from elsewhere could run any code; here a name outside
+    the few an array of numbers needs is refused before anything is called."""
+
+    def find_class(self, module, name):
+        if (module, name) in _ADMITTED:
+            return _ADMITTED[(module, name)]
+        raise _Refused('%s.%s' % (module, name))
+
+    def persistent_load(self, pid):
+        raise _Refused('a persistent object %r' % (pid,))
+
+
 def load_result(path):
     """The [tasks, steps+1] array of a test result (.pkl, or a folder with one)."""
     path = result_file(path)
     try:
         with open(path, 'rb') as f:
-            result = pickle.load(f, encoding='latin1')  # latin1 reads Python 2 pickles too
+            # latin1 reads Python 2 pickles (the original program's) too
+            result = ResultUnpickler(f, encoding='latin1').load()
+    except _Refused as e:
+        raise CompareError('%s is not a plain test result (it asks to load %s): nothing in it '
+                           'was run; compare only results written by main.py --train=False or '
+                           'the original program' % (path, e))
     except Exception as e:  # a pickle can fail in any way: name the file, not a traceback
         raise CompareError('cannot read %s as a pickled test result (%s: %s)'
                            % (path, type(e).__name__, e))
     if not isinstance(result, dict) or 'mses' not in result:
         raise CompareError("%s is not a test result: expected a dict with key 'mses'" % path)
-    values = np.asarray(result['mses'], dtype=np.float64)
+    try:
+        values = np.asarray(result['mses'], dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise CompareError('%s: mses is not an array of numbers (%s)' % (path, e))
     if values.ndim != 2:
         raise CompareError('%s: mses has shape %s, expected [tasks, steps+1]' % (path, values.shape))
+    # Means, CIs and Welch's test need at least two tasks of finite values; a
+    # NaN would otherwise read as "no difference".
+    if values.shape[0] < 2 or values.shape[1] < 1:
+        raise CompareError('%s: mses has shape %s, expected [tasks, steps+1] with at least 2 tasks; '
+                           'compare the result of a complete test run' % (path, values.shape))
+    bad = ~np.isfinite(values)
+    if bad.any():
+        task, step = np.argwhere(bad)[0]
+        raise CompareError('%s: %d values are not finite (the first: task %d, update%d = %s); '
+                           'a run whose loss diverged cannot be compared, rerun its test'
+                           % (path, bad.sum(), task, step, values[task, step]))
     return values
 
 

@@ -1,9 +1,13 @@
 """compare.py: two test results side by side. Each test one sentence."""
+import glob
+import os
 import pickle
 
 import numpy as np
+import pytest
 
 import compare
+from conftest import REPO_ROOT
 
 
 def _write(path, mses):
@@ -78,3 +82,91 @@ def test_results_trained_with_different_flags_are_refused(tmp_path, capsys):
     assert compare.main(paths) == 2
     assert 'training inner steps (num_updates): 1 vs 5' in capsys.readouterr().err
 
+
+
+class _RunsACommand:
+    """Unpickling this runs a shell command, as a hostile result file could."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, ('touch %s' % self.marker,)
+
+
+def test_a_result_that_would_run_a_command_is_refused_without_running_it(tmp_path, capsys):
+    good = _write(tmp_path / 'a.pkl', np.ones((600, 2)))
+    marker = tmp_path / 'ran'
+    hostile = tmp_path / 'b.pkl'
+    with open(hostile, 'wb') as f:
+        pickle.dump({'mses': _RunsACommand(marker)}, f)
+    assert compare.main([good, str(hostile)]) == 2
+    assert not marker.exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(hostile) in err[0]
+    assert 'not a plain test result' in err[0] and 'system' in err[0]
+
+
+@pytest.mark.parametrize('protocol', range(pickle.HIGHEST_PROTOCOL + 1))
+def test_a_result_pickled_with_any_protocol_is_read(tmp_path, protocol):
+    values = np.random.default_rng(2).normal(0.5, 0.1, (600, 3)).astype(np.float32)
+    path = tmp_path / 'a.pkl'
+    with open(path, 'wb') as f:
+        pickle.dump({'mses': values}, f, protocol=protocol)
+    np.testing.assert_array_equal(compare.load_result(str(path)), values)
+
+
+# {'mses': np.array([[0.5, 0.25], [0.75, 1.0], [0.125, 0.375]], np.float32)}
+# as Python 2.7's pickle writes it with numpy 1.x (the original program's
+# results), with protocol 0 (its default) and 2.
+PYTHON2_PICKLES = {
+    0: b"(dp0\nS'mses'\np1\ncnumpy.core.multiarray\n_reconstruct\np2\n(cnumpy\nndarray\np3\n"
+       b"(I0\ntp4\nS'b'\np5\ntp6\nRp7\n(I1\n(I3\nI2\ntp8\ncnumpy\ndtype\np9\n(S'f4'\np10\nI0\n"
+       b"I1\ntp11\nRp12\n(I3\nS'<'\np13\nNNNI-1\nI-1\nI0\ntp14\nbI00\nS'\\x00\\x00\\x00?\\x00"
+       b"\\x00\\x80>\\x00\\x00@?\\x00\\x00\\x80?\\x00\\x00\\x00>\\x00\\x00\\xc0>'\np15\ntp16\nbs.",
+    2: b'\x80\x02}q\x00U\x04msesq\x01cnumpy.core.multiarray\n_reconstruct\nq\x02cnumpy\nndarray'
+       b'\nq\x03K\x00\x85q\x04U\x01bq\x05\x87q\x06Rq\x07(K\x01K\x03K\x02\x86q\x08cnumpy\ndtype\n'
+       b'q\tU\x02f4q\nK\x00K\x01\x87q\x0bRq\x0c(K\x03U\x01<q\rNNNJ\xff\xff\xff\xffJ\xff\xff\xff'
+       b'\xffK\x00tq\x0eb\x89U\x18\x00\x00\x00?\x00\x00\x80>\x00\x00@?\x00\x00\x80?\x00\x00\x00>'
+       b'\x00\x00\xc0>q\x0ftq\x10bs.',
+}
+
+
+@pytest.mark.parametrize('protocol', sorted(PYTHON2_PICKLES))
+def test_a_python2_result_of_the_original_program_is_read(tmp_path, protocol):
+    path = tmp_path / 'test_ubs1_stepsize0.4.pkl'
+    path.write_bytes(PYTHON2_PICKLES[protocol])
+    np.testing.assert_array_equal(compare.load_result(str(path)),
+                                  [[0.5, 0.25], [0.75, 1.0], [0.125, 0.375]])
+
+
+def test_every_result_committed_to_the_repository_is_read():
+    paths = glob.glob(os.path.join(REPO_ROOT, 'results', '**', 'test_*.pkl'), recursive=True)
+    assert paths
+    for path in paths:
+        assert compare.load_result(path).shape[0] == 600, path
+
+
+def test_a_result_with_a_nan_is_refused_rather_than_called_no_different(tmp_path, capsys):
+    good = _write(tmp_path / 'a.pkl', np.ones((600, 2)))
+    values = np.ones((600, 2))
+    values[7, 1] = np.nan
+    bad = _write(tmp_path / 'b.pkl', values)
+    assert compare.main([good, bad]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and bad in err[0] and 'not finite' in err[0] and 'task 7' in err[0]
+
+
+def test_a_result_without_tasks_is_refused_rather_than_called_no_different(tmp_path, capsys):
+    good = _write(tmp_path / 'a.pkl', np.ones((600, 2)))
+    empty = _write(tmp_path / 'b.pkl', np.ones((0, 2)))
+    assert compare.main([good, empty]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and empty in err[0] and 'at least 2 tasks' in err[0]
+
+
+def test_a_folder_named_like_a_glob_pattern_is_read_as_a_name(tmp_path):
+    folder = tmp_path / 'run[1]'
+    folder.mkdir()
+    _write(folder / 'test_ubs1_stepsize0.4.pkl', np.ones((600, 2)))
+    assert compare.load_result(str(folder)).shape == (600, 2)
