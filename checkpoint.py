@@ -15,6 +15,7 @@ Saving writes temporary files, flushes them to disk and renames them into
 place, data file first and `.index` last; checkpoints are found by their
 `.index` files, so a save killed half way is never picked up.
 """
+import contextlib
 import dataclasses
 import json
 import os
@@ -194,11 +195,39 @@ def _write_state_file(folder, prefixes):
     os.replace(tmp, os.path.join(folder, 'checkpoint'))
 
 
+# TensorFlow's checkpoint reader takes its path as a file pattern: a folder
+# named like run[1] matches nothing, so the checkpoint would read as missing.
+_GLOB_CHARACTERS = re.compile(r'[*?\[\\]')
+
+
+@contextlib.contextmanager
+def _pattern_free(prefix):
+    """prefix, or the same files through a link whose path has no pattern characters."""
+    folder, base = os.path.split(os.path.abspath(prefix))
+    if not _GLOB_CHARACTERS.search(folder):
+        yield prefix
+        return
+    link_dir = tempfile.mkdtemp(prefix='maml-checkpoint-')
+    link = os.path.join(link_dir, 'folder')
+    try:
+        os.symlink(folder, link, target_is_directory=True)
+    except OSError:  # no symbolic links here: the reader's own error says what is wrong
+        os.rmdir(link_dir)
+        yield prefix
+        return
+    try:
+        yield os.path.join(link, base)
+    finally:
+        os.remove(link)
+        os.rmdir(link_dir)
+
+
 def read(prefix):
     """{name: numpy array} of every tensor in a checkpoint; CheckpointError if unreadable."""
     try:
-        reader = tf.train.load_checkpoint(prefix)
-        return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+        with _pattern_free(prefix) as path:
+            reader = tf.train.load_checkpoint(path)
+            return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
     except (tf.errors.OpError, ValueError) as e:
         raise CheckpointError('checkpoint %s cannot be read (%s)'
                               % (prefix, str(e).strip().splitlines()[0]))

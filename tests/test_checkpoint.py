@@ -156,6 +156,15 @@ def test_the_iteration_comes_from_the_file_name_even_under_a_folder_named_model(
     assert checkpoint.latest_readable(str(folder))[0] == 3000
 
 
+def test_a_checkpoint_in_a_folder_named_like_a_glob_pattern_is_found_and_read(tmp_path):
+    folder = tmp_path / 'run[1]'
+    model = _model(num_filters=2)
+    _save(folder, 3000, model)
+    iteration, _, contents = checkpoint.latest_readable(str(folder))
+    assert iteration == 3000
+    np.testing.assert_array_equal(contents['model/conv1'], model.named_variables()['model/conv1'])
+
+
 def test_a_checkpoint_of_another_shape_names_the_variable_and_both_shapes(tmp_path):
     prefix = _save(tmp_path, 1000, _model(num_filters=4))
     other = _model(num_filters=8)
