@@ -28,12 +28,21 @@ NUM_EVAL_TASKS = 600
 TRAIN_TASK_SEED, EVAL_TASK_SEED = 5, 6
 OMNIGLOT_SPLIT_SEED, OMNIGLOT_NUM_TRAIN, OMNIGLOT_NUM_VAL = 1, 1100, 100
 DEFAULT_FOLDERS = {'omniglot': './data/omniglot_resized', 'miniimagenet': './data/miniImagenet'}
+# What the preparation scripts write (Omniglot .png, mini-ImageNet .jpg); other
+# files and hidden ones (.DS_Store, README.txt, a zip's __MACOSX/) are not
+# images of a class and are skipped, as the preparation scripts skip them.
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 PREPARE_SCRIPTS = {'omniglot': 'data/omniglot_resized/resize_images.py',
                    'miniimagenet': 'data/miniImagenet/proc_images.py'}
 
 
 class DataError(ValueError):
     """The data on disk cannot serve these flags; the message says what to do."""
+
+
+def _skipped(name):
+    """Hidden files and folders, and the folder macOS adds to zips."""
+    return name.startswith('.') or name == '__MACOSX'
 
 
 def numpy_global_state():
@@ -133,7 +142,8 @@ class DataGenerator:
                          'the prepared folder)' % (self.config.datasource, what, script))
 
     def _subfolders(self, folder):
-        return sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+        return sorted(d for d in os.listdir(folder) if not _skipped(d)
+                      and os.path.isdir(os.path.join(folder, d)))
 
     def _list_omniglot(self):
         root = self.data_folder
@@ -173,7 +183,8 @@ class DataGenerator:
 
     def _files(self, folder):
         if folder not in self._file_lists:
-            names = sorted(os.listdir(os.path.join(self.data_folder, folder)))
+            names = sorted(n for n in os.listdir(os.path.join(self.data_folder, folder))
+                           if not _skipped(n) and os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS)
             self._file_lists[folder] = names
         return self._file_lists[folder]
 

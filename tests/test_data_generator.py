@@ -161,6 +161,20 @@ def test_testing_miniimagenet_needs_only_the_test_split(tmp_path):
                       Config(datasource='miniimagenet', test_set=True, data_folder=root))
 
 
+def test_hidden_files_and_files_that_are_not_images_in_a_class_folder_are_skipped(tmp_path):
+    root = _make_omniglot_tree(str(tmp_path))
+    folder = os.path.join(root, 'Alphabet0', 'character01')
+    with open(os.path.join(folder, '.DS_Store'), 'wb') as f:
+        f.write(b'\x00\x00\x00\x01Bud1')
+    with open(os.path.join(folder, 'README.txt'), 'w') as f:
+        f.write('drawn by hand\n')
+    os.makedirs(os.path.join(root, '__MACOSX', 'Alphabet0'))
+    generator = _omniglot(root)
+    assert len(generator.folders(True)) + len(generator.folders(False)) == 2 * 4
+    generator.load_images(generator.folders(True) + generator.folders(False))
+    assert len(generator._files(os.path.join('Alphabet0', 'character01'))) == 20
+
+
 # ---------------------------------------------------------------- bad input
 def test_a_missing_data_folder_names_the_folder_and_the_preparation_script(tmp_path):
     with pytest.raises(DataError) as e:
