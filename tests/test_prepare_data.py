@@ -364,3 +364,113 @@ def test_proc_images_from_refuses_a_missing_or_wrongly_shaped_source_with_code_2
     with zipfile.ZipFile(broken, 'w') as zf:
         zf.writestr('test/n01/a.jpg', b'not a jpeg')
     assert_one_line_error(run(PROC, '--from', broken, '--out', tmp_path / 'out'), 'a.jpg')
+
+
+# ------------------------------------------------ paths from csvs and archives
+
+def _add_csv_row(csv_path, filename, label):
+    """Append a row; returns its line number."""
+    with open(csv_path, newline='') as f:
+        lines = sum(1 for _ in f)
+    with open(csv_path, 'a', newline='') as f:
+        csv.writer(f).writerow([filename, label])
+    return lines + 1
+
+
+def _snapshot(root):
+    """{relative path: bytes} of every file under root."""
+    return {os.path.relpath(os.path.join(d, n), root): open(os.path.join(d, n), 'rb').read()
+            for d, _, files in os.walk(root) for n in files}
+
+
+@pytest.mark.slow
+def test_proc_images_refuses_a_csv_label_leading_out_of_the_output_folder(tmp_path):
+    download = tmp_path / 'download'
+    make_fake_imagenet(download)
+    line = _add_csv_row(download / 'train.csv', 'n0100000100000001.jpg', '../../../escaped')
+    before = _snapshot(tmp_path)
+    out = tmp_path / 'a' / 'b' / 'out'
+    result = run(PROC, '--images', download / 'images', '--csv_dir', download, '--out', out)
+    assert_one_line_error(result, 'train.csv line %d' % line, '../../../escaped', 'fix the csv')
+    assert _snapshot(tmp_path) == before  # nothing written anywhere, nothing moved
+
+
+@pytest.mark.slow
+def test_proc_images_refuses_an_absolute_file_name_and_leaves_that_file_alone(tmp_path):
+    download = tmp_path / 'download'
+    make_fake_imagenet(download)
+    precious = tmp_path / 'precious.jpg'
+    Image.new('RGB', (200, 100), (1, 2, 3)).save(precious)
+    line = _add_csv_row(download / 'val.csv', str(precious), 'n02000001')
+    before = _snapshot(tmp_path)
+    result = run(PROC, '--images', download / 'images', '--csv_dir', download,
+                 '--out', tmp_path / 'out')
+    assert_one_line_error(result, 'val.csv line %d' % line, str(precious))
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.slow
+def test_proc_images_never_resizes_an_image_over_itself(tmp_path):
+    make_fake_imagenet(tmp_path)
+    out = tmp_path / 'out'
+    # the originals already sit in what would be one class's output folder
+    images = out / 'train' / 'n01000001'
+    shutil.copytree(tmp_path / 'images', images)
+    before = _snapshot(tmp_path)
+    result = run(PROC, '--images', images, '--csv_dir', tmp_path, '--out', out)
+    assert_one_line_error(result, 'train.csv line 2', 'another folder')
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.slow
+def test_proc_images_refuses_a_csv_naming_one_image_in_two_classes_before_moving_any(tmp_path):
+    make_fake_imagenet(tmp_path)
+    line = _add_csv_row(tmp_path / 'test.csv', 'n0100000100000001.jpg', 'n03000001')
+    before = _snapshot(tmp_path)
+    result = run(PROC, cwd=tmp_path)
+    assert_one_line_error(result, 'test.csv line %d' % line, 'train.csv line 2', '--keep_images')
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.slow
+def test_proc_images_from_refuses_an_output_folder_holding_its_sources(tmp_path):
+    odd = tmp_path / 'copy' / 'val' / 'n09999999'
+    odd.mkdir(parents=True)
+    Image.new('RGB', (100, 60), (10, 200, 30)).save(odd / 'n0999999900000001.jpg')
+    before = _snapshot(tmp_path)
+    result = run(PROC, '--from', tmp_path / 'copy', '--out', tmp_path / 'copy')
+    assert_one_line_error(result, 'n0999999900000001.jpg', 'another folder')
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.slow
+def test_proc_images_from_refuses_a_zip_member_with_an_empty_class_folder(tmp_path):
+    odd = tmp_path / 'odd.zip'
+    Image.new('RGB', (84, 84)).save(tmp_path / 'image.jpg')
+    with zipfile.ZipFile(odd, 'w') as zf:
+        zf.writestr('test//n0300000100000001.jpg', (tmp_path / 'image.jpg').read_bytes())
+    result = run(PROC, '--from', odd, '--out', tmp_path / 'out')
+    assert_one_line_error(result, str(odd), 'test//n0300000100000001.jpg')
+    assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.slow
+def test_resizing_refuses_an_output_folder_holding_its_sources(tmp_path):
+    folder = tmp_path / 'alphabets' / 'Latin' / 'character01'
+    folder.mkdir(parents=True)
+    Image.new('1', (105, 105), 1).save(folder / '0001_01.png')
+    before = _snapshot(tmp_path)
+    result = run(RESIZE, tmp_path / 'alphabets', '--out', tmp_path / 'alphabets')
+    assert_one_line_error(result, '0001_01.png', 'another folder', 'in place')
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.slow
+def test_resizing_refuses_a_zip_member_with_an_empty_character_folder(tmp_path):
+    odd = tmp_path / 'images_background.zip'
+    Image.new('1', (105, 105), 1).save(tmp_path / 'image.png')
+    with zipfile.ZipFile(odd, 'w') as zf:
+        zf.writestr('images_background/Latin//0001_01.png', (tmp_path / 'image.png').read_bytes())
+    result = run(RESIZE, odd, '--out', tmp_path / 'out')
+    assert_one_line_error(result, str(odd), 'Latin//0001_01.png')
+    assert not (tmp_path / 'out').exists()

@@ -23,6 +23,12 @@ Usage:
 
 Reruns are safe: outputs are written to a temporary name and renamed, and in
 the csv mode an image already moved to its split folder counts as done.
+
+Names from a csv (file names, labels) and from an archive (class and file
+names) must be plain names, so every output stays under the output folder and
+every original is read from its own; a source image is never written over
+(an output folder holding the sources is refused). A bad row or member stops
+the run, naming it, before anything is written or moved.
 """
 import argparse
 import csv
@@ -42,6 +48,18 @@ DEFAULT_FROM_OUT = os.path.dirname(os.path.abspath(__file__))
 
 class UsageError(Exception):
     """A problem with the user's input: reported as one line, exit code 2."""
+
+
+def _plain_name(name):
+    """True for one file or folder name: nothing that could lead out of its folder."""
+    return (name not in ('', '.', '..') and '/' not in name and '\\' not in name
+            and '\0' not in name and os.path.basename(name) == name and not os.path.isabs(name))
+
+
+def _inside(root, path):
+    """True if path (once '..' and the like are resolved) lies under root."""
+    root, path = os.path.abspath(root), os.path.abspath(path)
+    return os.path.commonpath([root, path]) == root and path != root
 
 
 def _save_atomically(im, dest, **params):
@@ -108,21 +126,42 @@ def read_split_csv(path):
             if len(row) != 2 or not row[0].strip() or not row[1].strip():
                 raise UsageError('%s line %d: expected "filename,label", got %r; fix the csv'
                                  % (path, line_number, ','.join(row)))
-            rows.append((line_number, row[0].strip(), row[1].strip()))
+            filename, label = row[0].strip(), row[1].strip()
+            # Both become path parts: a name like ../x or /x would lead out of
+            # the images or output folder.
+            for what, value in (('file name', filename), ('label', label)):
+                if not _plain_name(value):
+                    raise UsageError('%s line %d: the %s %r is not a plain name (no folders, "..", '
+                                     'or absolute paths); fix the csv (each row is '
+                                     '"FILE.jpg,LABEL" of images in --images)'
+                                     % (path, line_number, what, value))
+            rows.append((line_number, filename, label))
     return rows
 
 
 def process_csv_splits(images, csv_dir, out, keep, workers):
     jobs, already, counts = [], 0, {}
-    seen = set()
+    seen, sources = set(), {}
     for split in SPLITS:
         csv_path = os.path.join(csv_dir, split + '.csv')
         for line_number, filename, label in read_split_csv(csv_path):
             src = os.path.join(images, filename)
             dest = os.path.join(out, split, label, filename)
+            where = '%s line %d' % (csv_path, line_number)
+            if not (_inside(images, src) and _inside(out, dest)):  # a guard: names are plain
+                raise UsageError('%s: %s would lead out of --images or --out; fix the csv'
+                                 % (where, filename))
+            if os.path.exists(src) and os.path.realpath(src) == os.path.realpath(dest):
+                raise UsageError('%s: %s would be resized over itself (--images is the output '
+                                 'class folder); give --out another folder' % (where, src))
             if dest in seen:
                 continue
             seen.add(dest)
+            if src in sources and not keep:
+                raise UsageError('%s: %s is also named at %s; an image is moved to one class '
+                                 'folder: fix the csv, or pass --keep_images'
+                                 % (where, filename, sources[src]))
+            sources[src] = where
             counts.setdefault(split, set()).add(label)
             if os.path.isfile(src):
                 jobs.append((src, dest, keep))
@@ -179,7 +218,7 @@ def list_split_sources(srcs):
                 continue
             if os.path.splitext(parts[-1])[1].lower() not in IMAGE_EXTENSIONS:
                 continue  # csv files, READMEs, ...
-            if len(parts) < 3 or parts[-3] not in SPLITS:
+            if len(parts) < 3 or parts[-3] not in SPLITS or not all(map(_plain_name, parts[-2:])):
                 raise UsageError('%s: %s is not at {train,val,test}/CLASS/FILE.jpg; give an already '
                                  'split copy (like test.zip), or use --images/--csv_dir for raw images'
                                  % (src, '/'.join(parts)))
@@ -228,16 +267,25 @@ def check_and_place(job):
 def process_from(srcs, out, workers):
     items = list_split_sources(srcs)
     classes = sorted(set((split, cls) for split, cls, _ in items))
+    # A source is never written over: --out must not hold a --from folder's images.
+    source_files = set(os.path.realpath(loc[1]) for loc in items.values() if loc[0] == 'file')
+    jobs = []
+    for (split, cls, name), loc in sorted(items.items()):
+        name = os.path.splitext(name)[0] + '.jpg'
+        dest = os.path.join(out, split, cls, name)
+        if not _inside(out, dest):  # a guard: the names were checked to be plain
+            raise UsageError('%s would lead out of --out %s; give a zip or folder of '
+                             '{train,val,test}/CLASS/*.jpg' % (loc[-1], out))
+        if os.path.realpath(dest) in source_files:
+            raise UsageError('%s: is a source image and would be written over (--out holds a '
+                             '--from folder); give --out another folder' % dest)
+        jobs.append((loc, dest))
     for split, cls in classes:
         try:
             os.makedirs(os.path.join(out, split, cls), exist_ok=True)
         except OSError as exc:
             raise UsageError('%s: cannot create output folder (%s); choose another --out'
                              % (os.path.join(out, split, cls), exc))
-    jobs = []
-    for (split, cls, name), loc in sorted(items.items()):
-        name = os.path.splitext(name)[0] + '.jpg'
-        jobs.append((loc, os.path.join(out, split, cls, name)))
     converted = run_jobs(check_and_place, jobs, workers)
     print('Wrote %d images in %d class folders to %s (%s)%s'
           % (len(jobs), len(classes), out,

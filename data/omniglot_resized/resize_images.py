@@ -23,6 +23,11 @@ comparable with published numbers).
 With no SRC it does exactly what the original script did: in the current
 folder, every file matching */*/* (ALPHABET/CHARACTER/file) is resized in
 place, with a counter printed every 200 images.
+
+With SRC, the alphabet, character and file names of an archive must be plain
+names, so every output stays under DIR, and a source image is never written
+over (a DIR holding a SRC folder's images is refused): both are checked before
+anything is written.
 """
 import argparse
 import glob
@@ -47,6 +52,18 @@ def _is_image_name(name):
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+def _plain_name(name):
+    """True for one file or folder name: nothing that could lead out of its folder."""
+    return (name not in ('', '.', '..') and '/' not in name and '\\' not in name
+            and '\0' not in name and os.path.basename(name) == name and not os.path.isabs(name))
+
+
+def _inside(root, path):
+    """True if path (once '..' and the like are resolved) lies under root."""
+    root, path = os.path.abspath(root), os.path.abspath(path)
+    return os.path.commonpath([root, path]) == root and path != root
+
+
 def _hidden_or_junk(parts):
     return any(p.startswith('.') or p == '__MACOSX' for p in parts)
 
@@ -63,6 +80,11 @@ def _split_layout(entries, src):
         raise UsageError(
             '%s: no .png images found; expected an Omniglot archive or folder '
             '(ALPHABET/CHARACTER/*.png, e.g. images_background.zip)' % src)
+    # ALPHABET, CHARACTER and FILE become the output's path: each must be one plain name.
+    for parts, _ in images:
+        if not all(map(_plain_name, parts[-3:])):
+            raise UsageError('%s: %s is not at ALPHABET/CHARACTER/FILE.png (an empty or odd path '
+                             'part); give an Omniglot archive or folder' % (src, '/'.join(parts)))
     depths = set(len(parts) for parts, _ in images)
     if len(depths) != 1 or depths.pop() not in (3, 4):
         raise UsageError(
@@ -189,13 +211,24 @@ def resize_in_place(smooth, workers):
 def resize_sources(srcs, out, smooth, workers):
     items = list_sources(srcs)
     characters = sorted(set((a, c) for a, c, _ in items))
+    jobs = [(loc, os.path.join(out, a, c, name), smooth) for (a, c, name), loc in sorted(items.items())]
+    # A source is never written over: --out must not hold a SRC folder's images
+    # (resizing in place is what running with no SRC inside that folder does).
+    source_files = set(os.path.realpath(loc[1]) for loc in items.values() if loc[0] == 'file')
+    for loc, dest, _ in jobs:
+        if not _inside(out, dest):  # a guard: the names were checked to be plain
+            raise UsageError('%s would lead out of --out %s; give an Omniglot archive or folder'
+                             % (loc[-1], out))
+        if os.path.realpath(dest) in source_files:
+            raise UsageError('%s: is a source image and would be written over (--out holds a SRC '
+                             'folder); give --out another folder, or run with no SRC inside the '
+                             'folder of alphabets to resize it in place' % dest)
     for alphabet, character in characters:
         folder = os.path.join(out, alphabet, character)
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError as exc:
             raise UsageError('%s: cannot create output folder (%s); choose another --out' % (folder, exc))
-    jobs = [(loc, os.path.join(out, a, c, name), smooth) for (a, c, name), loc in sorted(items.items())]
     run_jobs(jobs, workers)
     alphabets = set(a for a, _ in characters)
     print('Wrote %d images in %d character folders (%d alphabets) to %s'
