@@ -96,7 +96,8 @@ def sine_figure(maml_dir, pretrained_dir, out, k=5, seed=2):
 def read_scalars(exp_dir):
     import tensorflow as tf
     scalars = {}
-    for path in sorted(glob.glob(os.path.join(exp_dir, 'events.out.tfevents.*'))):
+    # glob.escape: a folder named like run[1] is a name, not a pattern
+    for path in sorted(glob.glob(os.path.join(glob.escape(exp_dir), 'events.out.tfevents.*'))):
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
                 number = value.simple_value if value.HasField('simple_value') else \
