@@ -154,10 +154,13 @@ def load_result(path):
                            % (path, type(e).__name__, e))
     if not isinstance(result, dict) or 'mses' not in result:
         raise CompareError("%s is not a test result: expected a dict with key 'mses'" % path)
-    try:
-        values = np.asarray(result['mses'], dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise CompareError('%s: mses is not an array of numbers (%s)' % (path, e))
+    mses = result['mses']
+    if not isinstance(mses, np.ndarray) or mses.dtype.kind not in 'biuf':
+        raise CompareError('%s: mses is %s, not an array of numbers; compare only results '
+                           'written by main.py --train=False or the original program'
+                           % (path, 'an array of %s' % mses.dtype if isinstance(mses, np.ndarray)
+                                    else 'a %s' % type(mses).__name__))
+    values = mses.astype(np.float64)
     if values.ndim != 2:
         raise CompareError('%s: mses has shape %s, expected [tasks, steps+1]' % (path, values.shape))
     # Means, CIs and Welch's test need at least two tasks of finite values; a

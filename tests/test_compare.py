@@ -170,3 +170,13 @@ def test_a_folder_named_like_a_glob_pattern_is_read_as_a_name(tmp_path):
     folder.mkdir()
     _write(folder / 'test_ubs1_stepsize0.4.pkl', np.ones((600, 2)))
     assert compare.load_result(str(folder)).shape == (600, 2)
+
+
+def test_a_result_whose_mses_is_not_an_array_of_numbers_is_one_error_line(tmp_path, capsys):
+    good = _write(tmp_path / 'a.pkl', np.ones((600, 2)))
+    odd = tmp_path / 'b.pkl'
+    with open(odd, 'wb') as f:
+        pickle.dump({'mses': [[10 ** 400, 1], [1, 2]]}, f)  # too large for a float
+    assert compare.main([good, str(odd)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(odd) in err[0] and 'not an array of numbers' in err[0]
