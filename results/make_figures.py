@@ -112,14 +112,7 @@ def sine_figure(maml_dir, pretrained_dir, out, k=5, seed=2):
     tf = _tensorflow()
     from steps import Steps
     plt = _pyplot()
-    panels = [('MAML', maml_dir)]
-    if pretrained_dir is None:
-        command, folder = _pretrained_command(maml_dir)
-        print('note: no --pretrained, so the pretrained baseline\'s panel is left out; for the '
-              'full figure train it with `%s` and add --pretrained %s' % (command, folder),
-              file=sys.stderr)
-    else:
-        panels.append(('pretrained', pretrained_dir))
+    panels = [('MAML', maml_dir)] + ([('pretrained', pretrained_dir)] if pretrained_dir else [])
     rng = np.random.default_rng(seed)
     amp, phase = rng.uniform(0.1, 5.0), rng.uniform(0, np.pi)
     xa = rng.uniform(-5, 5, (1, k, 1))
@@ -144,6 +137,11 @@ def sine_figure(maml_dir, pretrained_dir, out, k=5, seed=2):
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     print('wrote %s' % out)
+    if not pretrained_dir:
+        command, folder = _pretrained_command(maml_dir)
+        print('note: no --pretrained, so the pretrained baseline\'s panel is left out; for the '
+              'full figure train it with `%s` and add --pretrained %s' % (command, folder),
+              file=sys.stderr)
     return fig
 
 
