@@ -3,7 +3,8 @@
 Tests that need the real data sets read them from ``MAML_DATA_DIR`` (default:
 ``../shared/data`` beside this repository, when it exists). Without it they skip
 with a message saying how to get the data, unless ``MAML_REQUIRE_DATA=1`` (set
-by CI), under which a missing data set fails instead.
+by CI), under which a missing data set fails instead. A run that skipped any
+of them ends with one line counting them.
 
 The command-line tests (test_main.py, test_reliability.py) run main.py in a
 subprocess through `run_main` or `start_main`; every waiting helper has a
@@ -17,6 +18,10 @@ import sys
 import time
 
 import pytest
+
+# pytester runs small pytest sessions inside a test (test_conftest.py checks
+# this file's end-of-run line that way).
+pytest_plugins = ['pytester']
 
 # The same TensorFlow settings as main.py, so in-process tests check the path
 # that training takes (and subprocesses inherit them).
@@ -47,6 +52,8 @@ HOW_TO_GET_DATA = (
     'set MAML_DATA_DIR to a folder holding omniglot/images_background.zip, '
     'omniglot/images_evaluation.zip, miniImagenet/{train_subset100,val_subset100,test}.zip '
     'and checkpoints/ (see README.md, "Data")')
+# Every skip for want of data starts with these words; the end-of-run line counts them.
+DATA_MISSING = 'real data not found'
 
 
 def data_dir():
@@ -59,11 +66,29 @@ def require_data(*relative_paths):
     paths = [os.path.join(root, p) for p in relative_paths]
     missing = [p for p in paths if not os.path.exists(p)]
     if missing:
-        message = 'real data not found (%s); %s' % (', '.join(missing), HOW_TO_GET_DATA)
+        message = '%s (%s); %s' % (DATA_MISSING, ', '.join(missing), HOW_TO_GET_DATA)
         if os.environ.get('MAML_REQUIRE_DATA') == '1':
             pytest.fail(message)
         pytest.skip(message)
     return paths
+
+
+def _skip_reason(report):
+    # A skip's longrepr is (file, line, "Skipped: reason").
+    longrepr = report.longrepr
+    return longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter):
+    """One line at the end of a run counting the tests skipped for want of the real
+    data: their reasons show only with -rs, so a green run in a fresh clone would
+    otherwise hide that they did not run."""
+    count = sum(DATA_MISSING in _skip_reason(report)
+                for report in terminalreporter.stats.get('skipped', []))
+    if count:
+        terminalreporter.write_line('%d test%s skipped: the real data sets were not found; %s' % (
+            count, '' if count == 1 else 's', HOW_TO_GET_DATA))
 
 
 # ------------------------------------------------------------ main.py runs
