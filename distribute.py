@@ -7,6 +7,9 @@ index); `connect(config, cluster)` picks the strategy (one device by default;
 several GPUs; `--distribute` forces a choice) and returns `Replicas`, which
 splits a meta-batch into contiguous shares, one per replica, and hands each
 replica its share. steps.py runs the model on them and sums across replicas.
+With a cluster, `connect` first waits for the other workers' addresses to
+answer (`wait_for_workers`: at most --worker_timeout, Ctrl-C and SIGTERM end
+it), then for TensorFlow's join (bounded the same way).
 """
 import contextlib
 import dataclasses
@@ -315,7 +318,7 @@ def wait_for_workers(cluster, timeout_seconds, poll_seconds=0.25):
     me = cluster.index
     listener = _listen(cluster.workers[me])
     try:
-        silent = {i: 'nothing answers there' for i in range(len(cluster.workers)) if i != me}
+        silent = {i: 'nothing listens there' for i in range(len(cluster.workers)) if i != me}
         deadline = time.monotonic() + timeout_seconds
         while silent:
             for i in list(silent):
@@ -329,7 +332,7 @@ def wait_for_workers(cluster, timeout_seconds, poll_seconds=0.25):
                     silent[i] = 'its host name does not resolve'
                 except OSError as e:
                     silent[i] = 'no answer' if isinstance(e, socket.timeout) else \
-                        'nothing answers there' if e.errno == errno.ECONNREFUSED else \
+                        'nothing listens there' if e.errno == errno.ECONNREFUSED else \
                         (e.strerror or str(e)).lower()
             if silent and time.monotonic() >= deadline:
                 i = min(silent)

@@ -8,7 +8,9 @@ TensorFlow's C++ libraries also print notices while they load (no CUDA
 drivers, cuInit failed, CPU instructions, oneDNN on), before their logging is
 set up, so TF_CPP_MIN_LOG_LEVEL cannot filter them: this module imports
 TensorFlow with standard error pointed at /dev/null, then restores it. An
-import that fails still raises its Python error. MAML_TF_NOTICES=1 shows them.
+import that fails still raises its Python error. A multi-worker job also
+silences what TensorFlow's C++ side prints later (`silence_native_stderr`).
+MAML_TF_NOTICES=1 shows them all.
 """
 import os
 import sys

@@ -182,7 +182,7 @@ def _wait_until_listening(proc, address, timeout=WAIT_TIMEOUT):
             time.sleep(0.2)
 
 
-@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM], ids=['SIGINT', 'SIGTERM'])
 def test_a_signal_stops_a_worker_waiting_for_its_peers_at_once_with_one_line(tmp_path, signum):
     from local_cluster import tf_configs
     tf_config = tf_configs(2)[0]
