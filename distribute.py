@@ -7,10 +7,18 @@ index); `connect(config, cluster)` picks the strategy (one device by default;
 several GPUs; `--distribute` forces a choice) and returns `Replicas`, which
 splits a meta-batch into contiguous shares, one per replica, and hands each
 replica its share. steps.py runs the model on them and sums across replicas.
+With a cluster, `connect` first waits for the other workers' addresses to
+answer (`wait_for_workers`: at most --worker_timeout, Ctrl-C and SIGTERM end
+it), then for TensorFlow's join (bounded the same way).
 """
+import contextlib
 import dataclasses
+import errno
 import json
 import re
+import signal
+import socket
+import time
 from typing import Optional, Tuple
 
 import numpy as np
@@ -36,6 +44,16 @@ PEER_FAILURES = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
 
 class WorkerLost(RuntimeError):
     """A worker of a running job stopped answering; the message says how to resume."""
+
+
+class JoinInterrupted(BaseException):
+    """SIGINT or SIGTERM while this worker waited for the others to join; nothing ran yet.
+    A BaseException, as KeyboardInterrupt, so that no `except Exception` on the way stops it."""
+
+    def __init__(self, signum):
+        super().__init__('Interrupted while waiting for the other workers to join: stopped '
+                         'before training or testing began. Run the same command to start again.')
+        self.status = 128 + signum  # 130 for Ctrl-C, 143 for SIGTERM, as a shell reports them
 
 
 # ----------------------------------------------------------------- cluster
@@ -104,6 +122,10 @@ class Cluster:
                     isinstance(a, str) and re.match(r'^[^:\s]+:\d+$', a) for a in addresses):
                 raise ClusterError('TF_CONFIG cluster.%s must be a list of "host:port" strings, '
                                    'got %r' % (job, addresses))
+            for address in addresses:
+                if not 0 < int(address.rsplit(':', 1)[1]) < 65536:
+                    raise ClusterError('TF_CONFIG cluster.%s names %s: a port is 1 to 65535'
+                                       % (job, address))
             if addresses:
                 jobs.append((job, tuple(addresses)))
         if len(dict(jobs).get('chief', ())) > 1:
@@ -235,7 +257,117 @@ def connect(config, cluster):
         return Replicas()
     if choice == 'mirrored':
         return Replicas(tf.distribute.MirroredStrategy())
-    return Replicas(_multi_worker_strategy(cluster, config.worker_timeout), cluster)
+    # gRPC and the collectives log every lost connection from C++ (a worker
+    # that dies is half a dozen lines): this program's one line says it.
+    import tf_env
+    tf_env.silence_native_stderr()
+    with _SignalsEndTheWait() as signals:
+        wait_for_workers(cluster, config.worker_timeout)
+        with signals.deferred():
+            strategy = _multi_worker_strategy(cluster, config.worker_timeout)
+    return Replicas(strategy, cluster)
+
+
+class _SignalsEndTheWait:
+    """SIGINT and SIGTERM raise JoinInterrupted while the workers gather.
+
+    Inside `deferred()` (TensorFlow's own wait, in C++) a signal is only noted
+    and raised once TensorFlow returns: raised inside its Python wrapper, it
+    would become a RuntimeError. TensorFlow's coordination service installs
+    its own SIGTERM handler there (for preemption notices, unused here), which
+    takes a SIGTERM sent during that short wait and would take every later
+    one: leaving, the previous handlers are put back over it.
+    """
+
+    def __enter__(self):
+        self._noted, self._deferring = None, False
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, frame):
+        if not self._deferring:
+            raise JoinInterrupted(signum)
+        self._noted = self._noted or signum
+
+    @contextlib.contextmanager
+    def deferred(self):
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+            if self._noted:
+                raise JoinInterrupted(self._noted)
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def wait_for_workers(cluster, timeout_seconds, poll_seconds=0.25):
+    """Return once every other worker's address accepts connections; ClusterError
+    if this worker's own port is taken or one stays silent for timeout_seconds.
+
+    TensorFlow's own wait for the cluster blocks in C++ and holds Python's
+    lock, so no signal handler or timer can run during it: this wait, in
+    Python, comes first, and TensorFlow's is then short. This worker listens
+    on its port meanwhile, so that the others see it waiting too; the port is
+    freed right before TensorFlow's server takes it (their retries cover the
+    gap). Only a TCP connection is made to each address; nothing is sent.
+    """
+    me = cluster.index
+    listener = _listen(cluster.workers[me])
+    try:
+        silent = {i: 'nothing listens there' for i in range(len(cluster.workers)) if i != me}
+        deadline = time.monotonic() + timeout_seconds
+        while silent:
+            for i in list(silent):
+                host, port = cluster.workers[i].rsplit(':', 1)
+                try:
+                    socket.create_connection(
+                        (host, int(port)),
+                        timeout=max(0.1, min(1.0, deadline - time.monotonic()))).close()
+                    del silent[i]
+                except socket.gaierror:
+                    silent[i] = 'its host name does not resolve'
+                except OSError as e:
+                    silent[i] = 'no answer' if isinstance(e, socket.timeout) else \
+                        'nothing listens there' if e.errno == errno.ECONNREFUSED else \
+                        (e.strerror or str(e)).lower()
+            if silent and time.monotonic() >= deadline:
+                i = min(silent)
+                raise ClusterError(
+                    '%s could not reach the cluster within --worker_timeout=%d s: %s never '
+                    'answered (%s). Start every worker (the same command, each with its own '
+                    'TF_CONFIG task.index), check the addresses %s, or allow more time with '
+                    '--worker_timeout' % (cluster.describe(me), timeout_seconds,
+                                          cluster.describe(i), silent[i],
+                                          ', '.join(cluster.workers)))
+            if silent:
+                time.sleep(poll_seconds)
+    finally:
+        listener.close()
+
+
+def _listen(address):
+    """A socket listening on this worker's port (all interfaces, as TensorFlow's
+    server binds), or the ClusterError saying why it cannot."""
+    listener = socket.socket()
+    # A port left in TIME_WAIT by an earlier run of this worker is free for
+    # TensorFlow's server (which sets this too); a listening process is not.
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(('', int(address.rsplit(':', 1)[1])))
+        listener.listen()
+    except OSError as e:
+        listener.close()
+        if e.errno == errno.EADDRINUSE:
+            raise ClusterError('%s, this worker\'s address in TF_CONFIG, is already in use '
+                               '(another process listens there): free it or choose another '
+                               'port' % address)
+        raise ClusterError('%s, this worker\'s address in TF_CONFIG, cannot be listened on '
+                           '(%s): choose another port' % (address, e.strerror or e))
+    return listener
 
 
 def _multi_worker_strategy(cluster, timeout_seconds):
@@ -251,12 +383,16 @@ def _multi_worker_strategy(cluster, timeout_seconds):
                           for job, a in cluster.jobs],
         cluster_register_timeout_in_ms=int(timeout_seconds * 1000),
         heartbeat_timeout_in_ms=int(timeout_seconds * 1000))
+    # Without the barrier the chief, which hosts the service, waits for the
+    # others' registration with TensorFlow's fixed limit (an hour), not ours.
+    context.context().coordination_service.cluster_register_with_barrier = True
     try:
         return tf.distribute.MultiWorkerMirroredStrategy()
     except tf.errors.OpError as e:
         raise ClusterError(
             '%s could not reach the cluster within --worker_timeout=%d s (%s): start every worker '
-            '(the same command, each with its own TF_CONFIG task.index) and check the addresses %s'
+            '(the same command, each with its own TF_CONFIG task.index) and check that the '
+            'addresses %s are this job\'s workers'
             % (cluster.describe(cluster.index), timeout_seconds, _first_line(e),
                ', '.join(cluster.workers)))
 
@@ -275,6 +411,25 @@ def lost_worker_error(cluster, error, resume_hint):
                       % (who, cluster.describe(cluster.index), _first_line(error), resume_hint))
 
 
-def _first_line(error):
-    text = str(getattr(error, 'message', error)).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
+# The parts of a TensorFlow error message that are not its cause: the
+# headline of a failed graph call, the Python frames that built the op, and
+# the names of the graph functions and nodes it ran in.
+_NOT_THE_CAUSE = re.compile(r'^(Graph execution error:|Detected at node .*|File ".*)$')
+_GRAPH_NAMES = re.compile(r'\{\{[^{}]*\}\}\s*|\s*\[\[.*?\]\]|\s*\[Op:[^\]]*\]')
+
+
+def _first_line(error, limit=200):
+    """The first line of a TensorFlow error that says what happened, cut at a
+    sentence or word end within `limit` characters."""
+    text = str(getattr(error, 'message', error))
+    lines = [l for l in (_GRAPH_NAMES.sub('', l).strip() for l in text.splitlines())
+             if l and not _NOT_THE_CAUSE.match(l)]
+    if not lines:
+        return type(error).__name__
+    line = lines[0]
+    if len(line) <= limit:
+        return line
+    cut = line[:limit]
+    if cut.rfind('. ') > 0:
+        return cut[:cut.rfind('. ') + 1]
+    return (cut[:cut.rfind(' ')] if ' ' in cut else cut).rstrip(',;:') + '...'

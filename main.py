@@ -22,7 +22,7 @@ from absl import app, flags
 from checkpoint import CheckpointError
 from config import Config, ConfigError
 from data_generator import DataError
-from distribute import CHOICES, ClusterError, WorkerLost
+from distribute import CHOICES, ClusterError, JoinInterrupted, WorkerLost
 from experiment import TrainingStopped, run, set_threads
 from folder_lock import FolderInUse
 
@@ -88,6 +88,11 @@ def main(argv):
         print('error: %s' % e, file=sys.stderr, flush=True)
         sys.stdout.flush()
         os._exit(1)
+    except JoinInterrupted as e:
+        # Ctrl-C or SIGTERM while the workers gathered: at once, as above.
+        print(e, file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(e.status)
     except (ConfigError, DataError, CheckpointError, TrainingStopped, FolderInUse) as e:
         print('error: %s' % e, file=sys.stderr)
         return 1

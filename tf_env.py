@@ -8,7 +8,9 @@ TensorFlow's C++ libraries also print notices while they load (no CUDA
 drivers, cuInit failed, CPU instructions, oneDNN on), before their logging is
 set up, so TF_CPP_MIN_LOG_LEVEL cannot filter them: this module imports
 TensorFlow with standard error pointed at /dev/null, then restores it. An
-import that fails still raises its Python error. MAML_TF_NOTICES=1 shows them.
+import that fails still raises its Python error. A multi-worker job also
+silences what TensorFlow's C++ side prints later (`silence_native_stderr`).
+MAML_TF_NOTICES=1 shows them all.
 """
 import os
 import sys
@@ -37,6 +39,32 @@ def _import_tensorflow_quietly():
     finally:
         os.close(saved)
 
+
+def silence_native_stderr():
+    """From now on, what TensorFlow's C++ side writes to standard error (file
+    descriptor 2) goes to /dev/null, while Python's sys.stderr keeps the
+    original stream: its lines, tracebacks and progress still show.
+
+    For multi-worker jobs, whose gRPC and collective layers log each lost
+    connection and aborted all-reduce from C++ threads, before the Python
+    error that says the same in one line. TF_CPP_MIN_LOG_LEVEL cannot do
+    this: it is read once, when TensorFlow loads, and a value already in the
+    environment (of a shell or a test runner) would win. MAML_TF_NOTICES=1
+    keeps them.
+    """
+    global _native_stderr_silenced
+    if os.environ.get('MAML_TF_NOTICES') == '1' or _native_stderr_silenced:
+        return
+    stream = sys.stderr
+    stream.flush()
+    kept = os.dup(2)
+    with open(os.devnull, 'w') as devnull:
+        os.dup2(devnull.fileno(), 2)
+    sys.stderr = open(kept, 'w', buffering=1, encoding=stream.encoding, errors=stream.errors)
+    _native_stderr_silenced = True
+
+
+_native_stderr_silenced = False
 
 if os.environ.get('MAML_TF_NOTICES') != '1' and 'tensorflow' not in sys.modules:
     _import_tensorflow_quietly()

@@ -114,10 +114,10 @@ def run_main(args, check=True, timeout=RUN_TIMEOUT, env=None):
     return proc
 
 
-def start_main(args):
+def start_main(args, env=None):
     """Start main.py with these flags; killed at the end of the test if still running."""
     proc = subprocess.Popen([sys.executable, MAIN] + list(args), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+                            stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT, env=env)
     proc.stdout_read = b''  # what wait_for_line has read so far
     proc.lines_scanned = 0  # bytes of it already searched for a line
     _started.append(proc)

@@ -2,13 +2,14 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 
 import pytest
 
 import folder_lock
-from distribute import Cluster, ClusterError, contiguous_shares
+from distribute import Cluster, ClusterError, _first_line, contiguous_shares, wait_for_workers
 
 
 def test_shares_are_contiguous_cover_the_meta_batch_and_leave_extra_replicas_empty():
@@ -51,11 +52,40 @@ def test_tf_config_workers_are_numbered_in_order_with_a_chief_first():
      'TF_CONFIG cluster.worker must be a list of "host:port" strings'),
     ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}',
      'TF_CONFIG task.type is \'chief\', not a job of the cluster'),
+    ('{"cluster": {"worker": ["a:1", "b:70000"]}, "task": {"type": "worker", "index": 0}}',
+     'TF_CONFIG cluster.worker names b:70000: a port is 1 to 65535'),
 ])
 def test_a_malformed_tf_config_is_a_cluster_error_saying_what_is_wrong(text, message):
     with pytest.raises(ClusterError) as e:
         Cluster.from_environment({'TF_CONFIG': text})
     assert str(e.value).startswith(message)
+
+
+def test_a_worker_whose_own_port_is_taken_is_told_so_before_waiting():
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0))
+        taken.listen()
+        address = '127.0.0.1:%d' % taken.getsockname()[1]
+        cluster = Cluster.from_environment(_tf_config({'worker': [address, '127.0.0.1:1']},
+                                                      {'type': 'worker', 'index': 0}))
+        with pytest.raises(ClusterError) as e:
+            wait_for_workers(cluster, timeout_seconds=600)
+    assert str(e.value) == ('%s, this worker\'s address in TF_CONFIG, is already in use (another '
+                            'process listens there): free it or choose another port' % address)
+
+
+def test_a_tensorflow_error_is_cut_to_the_first_line_that_says_what_happened():
+    # As a collective aborted by a lost worker reports it.
+    message = ('Graph execution error:\n\nDetected at node while/CollectiveReduceV2 defined at '
+               '(most recent call last):\n  File "main.py", line 107, in <module>\n\n'
+               '{{function_node __inference_f_12}} Collective ops is aborted by: recvmsg:'
+               'Connection reset by peer\nAdditional GRPC error information\n'
+               '\t [[{{node while/CollectiveReduceV2}}]] [Op:__inference_function_1869]')
+    assert _first_line(message) == 'Collective ops is aborted by: recvmsg:Connection reset by peer'
+    # A long line ends at a sentence's end, not in a word.
+    long = 'Barrier timed out. ' + 'A sentence of some words. ' * 20
+    cut = _first_line(long)
+    assert len(cut) <= 200 and long.startswith(cut) and cut.endswith('words.')
 
 
 # ------------------------------------------------------------- folder lock

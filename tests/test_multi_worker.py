@@ -4,15 +4,18 @@ Each test starts main.py as a user would on several machines: the same flags,
 one TF_CONFIG each (free ports on 127.0.0.1). All are slow.
 """
 import csv
+import json
 import os
 import signal
+import socket
+import subprocess
 import time
 
 import numpy as np
 import pytest
 
-from conftest import (SINE, SINE_EXP, final_weights, run_main, start_workers, tiny_omniglot,
-                      wait_all, wait_for_file)
+from conftest import (SINE, SINE_EXP, WAIT_TIMEOUT, final_weights, run_main, start_main,
+                      start_workers, tiny_omniglot, wait_all, wait_for_file)
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +93,8 @@ def test_two_workers_train_and_test_omniglot_as_one_process_does(tmp_path, omnig
 
 
 def test_a_killed_worker_stops_the_other_and_the_rerun_resumes_exactly(tmp_path):
-    flags = SINE_5 + ['--metatrain_iterations=1500', '--worker_timeout=10']
+    # Without progress lines: the survivor's stderr is then its one error line.
+    flags = SINE_5 + ['--metatrain_iterations=1500', '--worker_timeout=10', '--progress=False']
     uninterrupted = start_workers(2, flags + ['--logdir=%s/whole' % tmp_path], str(tmp_path))
     assert [s for s, _, _ in wait_all(uninterrupted)] == [0, 0]
 
@@ -103,9 +107,11 @@ def test_a_killed_worker_stops_the_other_and_the_rerun_resumes_exactly(tmp_path)
     (status0, _, err0), _ = wait_all(workers, timeout=120)
     assert time.monotonic() - killed_at < 60
     assert status0 == 1
-    last = err0.strip().splitlines()[-1]
-    assert last.startswith('error: worker 1 (127.0.0.1:') and 'stopped answering' in last
-    assert 'Rerun the same commands' in last
+    # One line (none of TensorFlow's gRPC and collective notices), no fragment.
+    lines = err0.strip().splitlines()
+    assert len(lines) == 1, err0
+    assert lines[0].startswith('error: worker 1 (127.0.0.1:') and 'stopped answering' in lines[0]
+    assert 'Rerun the same commands' in lines[0] and ':)' not in lines[0]
 
     resumed = start_workers(2, flags + ['--logdir=' + logdir], logdir)
     (status0, out0, _), (status1, _, _) = wait_all(resumed)
@@ -143,16 +149,56 @@ def test_workers_with_different_flags_stop_with_one_line_naming_the_flag(tmp_pat
     assert not os.path.exists(os.path.join(str(tmp_path), SINE_5_EXP, 'model9.index'))
 
 
-def test_a_worker_whose_peers_never_answer_stops_with_one_line(tmp_path):
+@pytest.mark.parametrize('index', [0, 1])
+def test_a_worker_whose_peer_never_starts_stops_after_the_timeout_with_one_line(tmp_path, index):
+    # Worker 0, the chief, hosts TensorFlow's coordination service; 1 joins it.
     from local_cluster import tf_configs
-    env = dict(os.environ, TF_CONFIG=tf_configs(2)[1])
+    tf_config = tf_configs(2)[index]
+    peer = json.loads(tf_config)['cluster']['worker'][1 - index]
     start = time.monotonic()
     proc = run_main(SINE_5 + ['--worker_timeout=5', '--logdir=%s' % tmp_path], check=False,
-                    env=env)
+                    env=dict(os.environ, TF_CONFIG=tf_config), timeout=180)
     assert time.monotonic() - start < 90
     assert proc.returncode == 1
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith('error: worker 1 (127.0.0.1:') and 'could not reach the cluster' in last
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith('error: worker %d (127.0.0.1:' % index)
+    assert 'could not reach the cluster within --worker_timeout=5 s: worker %d (%s) never ' \
+        'answered' % (1 - index, peer) in lines[0]
+    assert 'Start every worker' in lines[0]
+
+
+def _wait_until_listening(proc, address, timeout=WAIT_TIMEOUT):
+    """Return once something accepts connections at address; fail if proc ends first."""
+    host, port = address.rsplit(':', 1)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            return
+        except OSError:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, 'nothing listened at %s' % address
+            time.sleep(0.2)
+
+
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM], ids=['SIGINT', 'SIGTERM'])
+def test_a_signal_stops_a_worker_waiting_for_its_peers_at_once_with_one_line(tmp_path, signum):
+    from local_cluster import tf_configs
+    tf_config = tf_configs(2)[0]
+    proc = start_main(SINE_5 + ['--worker_timeout=600', '--logdir=%s' % tmp_path],
+                      env=dict(os.environ, TF_CONFIG=tf_config))
+    # The chief listens on its address while it waits for worker 1.
+    _wait_until_listening(proc, json.loads(tf_config)['cluster']['worker'][0])
+    proc.send_signal(signum)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail('the waiting worker ignored signal %d' % signum)
+    assert proc.returncode == 128 + signum
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith('Interrupted while waiting for the other workers to join')
 
 
 @pytest.mark.parametrize('tf_config, message', [
