@@ -217,6 +217,8 @@ def test_on_a_terminal_progress_is_a_live_bar_on_stderr(tmp_path):
     assert proc.returncode == 0
     assert b'training:' in shown and b'it/s' in shown and b'\r' in shown
     assert b'\rcompiling the training step... 00:00' in shown  # a timer while it compiles
+    # The bar starts after the compiling call: no rate, no time left from it.
+    assert re.search(rb'training: +3%\|[^|]*\| 100/3000 \[00:00<\?, \?it/s\]', shown), shown
     assert stdout.decode().splitlines() == ['Done initializing, starting training.',
                                             'Iteration 1000: ' + stdout.decode().split(
                                                 'Iteration 1000: ')[1].splitlines()[0],
