@@ -24,6 +24,7 @@ from tensorflow.core.framework import summary_pb2
 import checkpoint
 import distribute
 import folder_lock
+import schedule as schedule_module
 from checkpoint import CheckpointError, RunState
 from config import ConfigError
 from data_generator import DataGenerator, numpy_global_state, set_numpy_global_state
@@ -105,6 +106,70 @@ def headline(res, classification, num_updates):
     return res['total_loss1'].numpy(), res['total_losses2'][num_updates - 1].numpy()
 
 
+def measure(config):
+    """What headline's and the test's values are."""
+    return 'accuracy' if config.classification else 'mean squared error'
+
+
+def steps_after(n):
+    return '%d step%s' % (n, '' if n == 1 else 's')
+
+
+def training_legend(config, schedule):
+    """The printed lines' numbers named once (stderr): the reference prints them bare."""
+    lines = ['Iteration lines show the %s before adaptation (on the examples each task adapts '
+             'on) and after %s of adaptation (on its held-out examples), each the mean over the '
+             'meta-batches summarised every %d iterations since the previous line.'
+             % (measure(config), steps_after(config.num_updates),
+                schedule_module.SUMMARY_INTERVAL)]
+    if schedule.validation_interval is not None:
+        lines.append('Validation results: the same two values on one validation meta-batch, '
+                     'every %d iterations.' % schedule.validation_interval)
+    return '\n'.join(lines)
+
+
+def labelled_results(config, means, ci95, csv_path, pkl_path):
+    """The test's results labelled (stderr): the reference prints a bare tuple of arrays."""
+    rows = [('before adaptation', means[0], ci95[0])]
+    rows += [('after ' + steps_after(j), means[j], ci95[j]) for j in range(1, len(means))]
+    width = max(len(label) for label, _, _ in rows)
+    lines = ['Test %s over %d tasks, mean +- 95%% confidence interval (before adaptation: on '
+             'the examples each task adapts on; after: on its held-out examples):'
+             % (measure(config), NUM_TEST_POINTS)]
+    lines += ['  %-*s  %.4f +- %.4f' % (width, label, mean, ci) for label, mean, ci in rows]
+    lines.append('Wrote %s (rows: mean, stddev, 95%% CI; columns update0..update%d) and %s '
+                 '(every task\'s values)' % (csv_path, len(means) - 1, pkl_path))
+    return '\n'.join(lines)
+
+
+class Announced:
+    """Steps whose compiled steps announce their first call on `progress`: it traces
+    and compiles the step (minutes for the image models), silently otherwise."""
+
+    def __init__(self, steps, progress, names):
+        self._steps, self._progress, self._names = steps, progress, dict(names)
+        self.model, self.replicas = steps.model, steps.replicas
+
+    def __getattr__(self, name):
+        method = getattr(self._steps, name)
+        if name not in self._names:
+            return method
+
+        def first_call(*args, **kwargs):
+            with self._progress.compiling(self._names.pop(name)):
+                return method(*args, **kwargs)
+        return first_call
+
+
+# The compiled steps that training calls, as the compiling lines name them.
+TRAINING_STEPS = {'metatrain_step': 'the training step',
+                  'summarised_metatrain_step': 'the training step with its summaries',
+                  'metatrain_steps': 'the training step',
+                  'pretrain_step': 'the pre-training step',
+                  'pretrain_steps': 'the pre-training step',
+                  'evaluate': 'the evaluation step'}
+
+
 # ------------------------------------------------------------------- train
 class StopRequest:
     """Turns Ctrl-C / SIGTERM into a request honoured between training calls (one
@@ -169,6 +234,8 @@ def train(config, steps, data, exp_dir, state):
 
     writer = tf.summary.create_file_writer(exp_dir) if config.log and replicas.is_chief else None
     say('Done initializing, starting training.')
+    progress.note(training_legend(config, schedule))
+    steps = Announced(steps, progress, TRAINING_STEPS)
     prelosses, postlosses = [], []
     last = resume_itr - 1
     with StopRequest() as stop:
@@ -259,7 +326,9 @@ def test(config, steps, data, exp_dir):
     np.random.seed(1)
     random.seed(1)
     batches = data.meta_batches(False, seed=[1])  # one task each, in order
-    progress = Progress(config.progress and replicas.is_chief, NUM_TEST_POINTS, what='testing')
+    progress = Progress(config.progress and replicas.is_chief, NUM_TEST_POINTS, what='testing',
+                        items='tasks')
+    steps = Announced(steps, progress, {'evaluate': 'the test step'})
     metaval_accuracies = []
     for first in range(0, NUM_TEST_POINTS, replicas.num_replicas):
         count = min(replicas.num_replicas, NUM_TEST_POINTS - first)
@@ -295,7 +364,7 @@ def test(config, steps, data, exp_dir):
         writer.writerow(ci95)
     _atomic_write(out_filename, write_csv, 'w')
     if config.progress:
-        print('Wrote %s and %s' % (out_filename, out_pkl), file=sys.stderr)
+        print(labelled_results(config, means, ci95, out_filename, out_pkl), file=sys.stderr)
     return 0
 
 

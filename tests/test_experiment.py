@@ -2,6 +2,7 @@
 import dataclasses
 import glob
 import os
+import re
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import checkpoint
 import distribute
 import experiment
 import schedule
+import steps
 from config import Config
 from conftest import final_weights, tiny_miniimagenet, two_cpu_strategy
 
@@ -90,3 +92,50 @@ def test_a_run_split_over_two_replicas_prints_and_saves_what_one_device_does(
                                        atol=1e-3 * scale, err_msg=name)
     events = [glob.glob(os.path.join(c.logdir, c.exp_string, 'events.*')) for c in (one, two)]
     assert len(events[0]) == len(events[1]) == 1
+
+
+def _tiny_classification(tmp_path, **flags):
+    return Config(datasource='miniimagenet', num_filters=2, meta_batch_size=1, update_batch_size=1,
+                  max_pool=True, metatrain_iterations=2, seed=4, log=False,
+                  logdir=str(tmp_path / 'logs'),
+                  data_folder=tiny_miniimagenet(str(tmp_path / 'data'), classes=5), **flags)
+
+
+def test_training_names_its_printed_numbers_and_says_compiling_before_the_first_step(
+        tmp_path, monkeypatch, capsys):
+    stderr_at_first_step = []
+    summarised_step = steps.Steps.summarised_metatrain_step
+
+    def first_step(self, *args, **kwargs):
+        if not stderr_at_first_step:
+            stderr_at_first_step.append(capsys.readouterr().err)
+        return summarised_step(self, *args, **kwargs)
+    monkeypatch.setattr(steps.Steps, 'summarised_metatrain_step', first_step)
+    assert experiment.run(_tiny_classification(tmp_path)) == 0
+    before = stderr_at_first_step[0].splitlines()
+    assert before[0].startswith('Iteration lines show the accuracy before adaptation')
+    assert before[1].startswith('Validation results: the same two values')
+    assert before[-1] == 'compiling the training step with its summaries...'
+    after = capsys.readouterr().err.splitlines()
+    assert after[0].startswith('compiled the training step with its summaries in ')
+    assert 'compiling the training step...' in after  # iteration 1's plain step
+
+
+def test_a_classification_test_ends_with_its_accuracies_labelled_on_stderr(
+        tmp_path, monkeypatch, capsys):
+    config = _tiny_classification(tmp_path)
+    assert experiment.run(config) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(experiment, 'NUM_TEST_POINTS', 20)  # the reference's 600 take minutes
+    assert experiment.run(dataclasses.replace(config, train=False)) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[1] == 'Mean validation accuracy/loss, stddev, and confidence intervals'
+    lines = err.splitlines()
+    title = [i for i, l in enumerate(lines) if l.startswith('Test accuracy over 20 tasks')]
+    assert len(title) == 1
+    rows = lines[title[0] + 1:title[0] + 12]
+    assert rows[0].split()[:2] == ['before', 'adaptation']
+    assert [r.split('  ')[1].strip() for r in rows[1:]] == \
+        ['after 1 step'] + ['after %d steps' % j for j in range(2, 11)]
+    assert all(re.fullmatch(r' +.+ +\d\.\d{4} \+- \d\.\d{4}', r) for r in rows), rows
+    assert lines[-1].startswith('Wrote %s' % os.path.join(config.logdir, config.exp_string))

@@ -6,6 +6,7 @@ import csv
 import glob
 import os
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -54,10 +55,16 @@ def test_training_writes_tensorboard_scalars_with_the_reference_tags(trained):
     assert tags['metatrain_Pre-update loss'] == list(range(0, 2001, 100))
 
 
-@pytest.mark.slow
-def test_testing_writes_the_reference_csv_and_pkl(trained):
+@pytest.fixture(scope='module')
+def tested(trained):
     logdir, _ = trained
-    proc = run_main(SINE + ['--train=False', '--logdir=' + logdir])
+    return run_main(SINE + ['--train=False', '--logdir=' + logdir])
+
+
+@pytest.mark.slow
+def test_testing_writes_the_reference_csv_and_pkl(trained, tested):
+    logdir, _ = trained
+    proc = tested
     assert 'Mean validation accuracy/loss, stddev, and confidence intervals' in proc.stdout
     with open(os.path.join(logdir, SINE_EXP, 'test_ubs5_stepsize0.01.csv')) as f:
         rows = list(csv.reader(f))
@@ -69,6 +76,31 @@ def test_testing_writes_the_reference_csv_and_pkl(trained):
     np.testing.assert_allclose([float(v) for v in rows[1]], mses.mean(0), rtol=1e-5)
     np.testing.assert_allclose([float(v) for v in rows[3]],
                                1.96 * mses.std(0) / np.sqrt(600), rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_testing_shows_its_progress_and_ends_with_the_mean_squared_errors_labelled_on_stderr(
+        trained, tested):
+    logdir, _ = trained
+    lines = tested.stderr.splitlines()
+    assert lines[:2] == ['compiling the test step...', lines[1]]
+    assert re.fullmatch(r'compiled the test step in [\d.]+ s', lines[1])
+    assert re.fullmatch(r'testing: 600/600 tasks in [\d.]+ s \([\d.]+ s of it compiling\)',
+                        lines[2])
+    assert lines[3].startswith('Test mean squared error over 600 tasks, mean +- 95% confidence '
+                               'interval')
+    labels = [l.split('  ')[1].strip() for l in lines[4:15]]
+    assert labels == ['before adaptation', 'after 1 step'] + [
+        'after %d steps' % j for j in range(2, 11)]
+    with open(os.path.join(logdir, SINE_EXP, 'test_ubs5_stepsize0.01.csv')) as f:
+        means = [float(v) for v in list(csv.reader(f))[1]]
+    shown = [float(l.split()[-3]) for l in lines[4:15]]
+    np.testing.assert_allclose(shown, means, atol=5e-5)
+    exp_dir = os.path.join(logdir, SINE_EXP)
+    assert lines[15:] == ['Wrote %s (rows: mean, stddev, 95%% CI; columns update0..update10) and '
+                          '%s (every task\'s values)'
+                          % (os.path.join(exp_dir, 'test_ubs5_stepsize0.01.csv'),
+                             os.path.join(exp_dir, 'test_ubs5_stepsize0.01.pkl'))]
 
 
 @pytest.mark.slow
@@ -113,11 +145,24 @@ def test_help_exits_with_status_0_and_names_the_new_flags():
 
 
 @pytest.mark.slow
-def test_a_short_cpu_run_prints_nothing_on_stderr_but_where_its_files_went(tmp_path):
+def test_a_short_cpu_run_prints_on_stderr_what_its_numbers_are_its_compiling_and_its_files(
+        tmp_path):
     proc = run_main(SINE + ['--metatrain_iterations=20', '--logdir=%s' % tmp_path])
     exp_dir = os.path.join(str(tmp_path), SINE_EXP)
-    assert proc.stderr == ('Trained to iteration 19. Checkpoints (model{N}, the last 10 kept) '
-                           'and TensorBoard events are in %s\n' % exp_dir)
+    lines = proc.stderr.splitlines()
+    assert lines[0] == ('Iteration lines show the mean squared error before adaptation (on the '
+                        'examples each task adapts on) and after 1 step of adaptation (on its '
+                        'held-out examples), each the mean over the meta-batches summarised '
+                        'every 100 iterations since the previous line.')
+    # Iteration 0 is summarised: the evaluation step, then the training step.
+    assert lines[1] == 'compiling the evaluation step...'
+    assert re.fullmatch(r'compiled the evaluation step in [\d.]+ s', lines[2])
+    assert lines[3] == 'compiling the training step...'
+    assert re.fullmatch(r'compiled the training step in [\d.]+ s', lines[4])
+    assert re.fullmatch(r'training: 20/20 iterations in [\d.]+ s \([\d.]+ s of it compiling\)',
+                        lines[5])
+    assert lines[6:] == ['Trained to iteration 19. Checkpoints (model{N}, the last 10 kept) '
+                         'and TensorBoard events are in %s' % exp_dir]
     quiet = run_main(SINE + ['--metatrain_iterations=40', '--logdir=%s' % tmp_path,
                              '--progress=False'])
     assert quiet.stderr == ''
@@ -171,6 +216,9 @@ def test_on_a_terminal_progress_is_a_live_bar_on_stderr(tmp_path):
     os.close(leader)
     assert proc.returncode == 0
     assert b'training:' in shown and b'it/s' in shown and b'\r' in shown
+    assert b'\rcompiling the training step... 00:00' in shown  # a timer while it compiles
+    # The bar starts after the compiling call: no rate, no time left from it.
+    assert re.search(rb'training: +3%\|[^|]*\| 100/3000 \[00:00<\?, \?it/s\]', shown), shown
     assert stdout.decode().splitlines() == ['Done initializing, starting training.',
                                             'Iteration 1000: ' + stdout.decode().split(
                                                 'Iteration 1000: ')[1].splitlines()[0],
