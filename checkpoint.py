@@ -13,16 +13,20 @@ port's run state (`maml/state_json`: the next iteration and the data position).
 
 Saving writes temporary files, flushes them to disk and renames them into
 place, data file first and `.index` last; checkpoints are found by their
-`.index` files, so a save killed half way is never picked up.
+`.index` files, so a save killed half way is never picked up. A save that
+fails (a full disk) removes its temporary files and says which checkpoint is
+the last complete one.
 """
 import contextlib
 import dataclasses
 import json
 import os
 import re
+import secrets
 import shutil
 import sys
 import tempfile
+import time
 from typing import List, Optional
 
 import numpy as np
@@ -35,6 +39,10 @@ _NAME = re.compile(r'^model(\d+)\.index$')
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot serve these flags; the message says what to do."""
+
+
+class UnreadableCheckpoint(CheckpointError):
+    """The checkpoint to use cannot be read (truncated, corrupt); the caller knows the fix."""
 
 
 @dataclasses.dataclass
@@ -148,13 +156,45 @@ def move_earlier_run(folder, subfolder):
 
 
 def save(folder, iteration, tensors, max_to_keep=MAX_TO_KEEP):
-    """Write `folder/model{iteration}` atomically from {name: tensor}; keep the last few."""
+    """Write `folder/model{iteration}` atomically from {name: tensor}; keep the last few.
+
+    CheckpointError if it cannot be written (a full disk, a file-size limit):
+    its temporary files are removed and the previous checkpoints stay as they were.
+    """
     os.makedirs(folder, exist_ok=True)
     for name in os.listdir(folder):  # left by a save that was killed half way
         if name.startswith('.saving-model'):
             shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
     prefix = os.path.join(folder, 'model%d' % iteration)
-    tmp_dir = tempfile.mkdtemp(prefix='.saving-model%d-' % iteration, dir=folder)
+    tmp_dir = None
+    try:
+        tmp_dir = tempfile.mkdtemp(prefix='.saving-model%d-' % iteration, dir=folder)
+        _write(tmp_dir, folder, iteration, tensors)
+    except (tf.errors.OpError, OSError) as e:
+        if tmp_dir is not None:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+        kept = [os.path.basename(p) for _, p in list_checkpoints(folder)]
+        raise CheckpointError(
+            'could not save checkpoint model%d in %s (%s): free space (or raise the file-size '
+            'limit) and run the same command again; %s'
+            % (iteration, folder, _reason(e), 'the last complete checkpoint %s is kept'
+               % kept[-1] if kept else 'no earlier checkpoint exists'))
+    kept = list_checkpoints(folder)
+    for _, old in kept[:-max_to_keep] if max_to_keep else []:
+        _remove(old)
+    try:
+        _write_state_file(folder, [p for _, p in list_checkpoints(folder)])
+    except OSError as e:
+        raise CheckpointError(
+            'checkpoint model%d is saved in %s, but the `checkpoint` file naming it could not '
+            'be written (%s): free space and run the same command to resume from it'
+            % (iteration, folder, e.strerror))
+    return prefix
+
+
+def _write(tmp_dir, folder, iteration, tensors):
+    """The files of checkpoint model{iteration}: written in tmp_dir, flushed, moved to folder."""
+    prefix = os.path.join(folder, 'model%d' % iteration)
     tmp_prefix = os.path.join(tmp_dir, 'model%d' % iteration)
     names = list(tensors)
     tf.raw_ops.SaveV2(prefix=tmp_prefix, tensor_names=names, shape_and_slices=[''] * len(names),
@@ -167,11 +207,14 @@ def save(folder, iteration, tensors, max_to_keep=MAX_TO_KEEP):
     for f in data_files + ['model%d.index' % iteration]:  # .index last: it marks completeness
         os.replace(os.path.join(tmp_dir, f), os.path.join(folder, f))
     os.rmdir(tmp_dir)
-    kept = list_checkpoints(folder)
-    for _, old in kept[:-max_to_keep] if max_to_keep else []:
-        _remove(old)
-    _write_state_file(folder, [p for _, p in list_checkpoints(folder)])
-    return prefix
+
+
+def _reason(error):
+    """The system's words for a failed write: 'File too large', 'No space left on device'."""
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    # TensorFlow's message: '... PATH.tempstateNNN; File too large [Op:SaveV2]'
+    return error.message.split(' [Op:')[0].rsplit('; ', 1)[-1].strip()
 
 
 def _remove(prefix):
@@ -181,18 +224,76 @@ def _remove(prefix):
             os.remove(os.path.join(folder, f))
 
 
+def _state_file_lines(prefixes):
+    lines = ['model_checkpoint_path: "%s"' % os.path.basename(prefixes[-1])]
+    lines += ['all_model_checkpoint_paths: "%s"' % os.path.basename(p) for p in prefixes]
+    return '\n'.join(lines) + '\n'
+
+
 def _write_state_file(folder, prefixes):
     """TF's `checkpoint` file, so tf.train.latest_checkpoint (and the reference) find ours."""
     if not prefixes:
         return
-    lines = ['model_checkpoint_path: "%s"' % os.path.basename(prefixes[-1])]
-    lines += ['all_model_checkpoint_paths: "%s"' % os.path.basename(p) for p in prefixes]
-    tmp = os.path.join(folder, '.checkpoint.tmp')
-    with open(tmp, 'w') as f:
-        f.write('\n'.join(lines) + '\n')
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(folder, 'checkpoint'))
+    write_atomically(os.path.join(folder, 'checkpoint'),
+                     lambda f: f.write(_state_file_lines(prefixes)), 'w')
+
+
+def write_atomically(path, write, mode):
+    """Write path through write(file) in a temporary file of a unique name beside it
+    (runs side by side never share one), flushed and then renamed over path;
+    the temporary file is removed if writing fails."""
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, '.%s.%s.tmp' % (name, secrets.token_hex(6)))
+    try:
+        with open(tmp, mode.replace('w', 'x')) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+# Temporary files of atomic writes, and the fixed name earlier versions used
+# for the `checkpoint` file's. Only those older than STALE_SECONDS are removed:
+# a younger one may be another run's write in progress (testing runs beside
+# training), and a write of a few hundred bytes takes far less.
+_TEMPORARY = re.compile(r'^(\.checkpoint\.tmp|\..+\.[0-9a-f]{12}\.tmp)$')
+STALE_SECONDS = 60
+
+
+def repair_state_file(folder, warn=None):
+    """Make the `checkpoint` file name the newest complete checkpoint if it does not
+    (a save killed before its last rename leaves it naming an older one, which TF1
+    tools and tf.train.latest_checkpoint would then pick), and remove temporary
+    files such kills left behind. Nothing happens in a folder that is not writable."""
+    warn = warn or (lambda msg: print(msg, file=sys.stderr))
+    prefixes = [p for _, p in list_checkpoints(folder)]
+    if not prefixes or not os.access(folder, os.W_OK):
+        return
+    try:
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            if _TEMPORARY.match(name) and time.time() - os.path.getmtime(path) > STALE_SECONDS:
+                os.remove(path)
+        if _state_file_names(folder) != os.path.normpath(prefixes[-1]):
+            _write_state_file(folder, prefixes)
+    except OSError as e:  # the checkpoints themselves are fine; the next save rewrites it
+        warn('warning: could not repair %s (%s)'
+             % (os.path.join(folder, 'checkpoint'), e.strerror))
+
+
+def _state_file_names(folder):
+    """The checkpoint prefix the `checkpoint` file names (resolved in folder), or None."""
+    try:
+        with open(os.path.join(folder, 'checkpoint')) as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+    m = re.search(r'^model_checkpoint_path:\s*"(.*)"\s*$', text, re.MULTILINE)
+    return os.path.normpath(os.path.join(folder, m.group(1))) if m else None
 
 
 # TensorFlow's checkpoint reader takes its path as a file pattern: a folder
@@ -223,34 +324,47 @@ def _pattern_free(prefix):
 
 
 def read(prefix):
-    """{name: numpy array} of every tensor in a checkpoint; CheckpointError if unreadable."""
+    """{name: numpy array} of every tensor in a checkpoint; UnreadableCheckpoint if it
+    cannot be read (a truncated .data file reads short: IndexError)."""
     try:
         with _pattern_free(prefix) as path:
             reader = tf.train.load_checkpoint(path)
             return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
-    except (tf.errors.OpError, ValueError) as e:
-        raise CheckpointError('checkpoint %s cannot be read (%s)'
-                              % (prefix, str(e).strip().splitlines()[0]))
+    except (tf.errors.OpError, ValueError, IndexError, OSError) as e:
+        raise UnreadableCheckpoint('checkpoint %s cannot be read (%s)'
+                                   % (prefix, (str(e).strip() or type(e).__name__).splitlines()[0]))
 
 
 def latest_readable(folder, warn=None):
-    """(iteration, prefix, contents) of the newest checkpoint that reads, or None.
+    """(iteration, prefix, contents) of the newest checkpoint that reads, or None if
+    there is none.
 
     A corrupt or partial newest checkpoint is skipped, with a warning, in favour
-    of the one before it.
+    of the one before it. If none reads, UnreadableCheckpoint names the newest:
+    starting afresh over them is for the user to choose.
     """
     warn = warn or (lambda msg: print(msg, file=sys.stderr))
+    failures = []
     for iteration, prefix in reversed(list_checkpoints(folder)):
         try:
-            return iteration, prefix, read(prefix)
-        except CheckpointError as e:
+            contents = read(prefix)
+        except UnreadableCheckpoint as e:
+            failures.append(e)
+            continue
+        for e in failures:
             warn('warning: %s; using the previous checkpoint' % e)
+        return iteration, prefix, contents
+    if failures:
+        others = len(failures) - 1
+        raise UnreadableCheckpoint('%s%s' % (failures[0], ', nor can the %d before it' % others
+                                              if others else ''))
     return None
 
 
 def find(folder, iteration=-1):
     """(iteration, prefix, contents) of checkpoint model{iteration} (the newest
-    readable one for -1 or 0), or None; CheckpointError for a missing iteration."""
+    readable one for -1 or 0), or None; CheckpointError for a missing iteration,
+    UnreadableCheckpoint for one that (or, for the newest, all that) cannot be read."""
     if iteration <= 0:
         return latest_readable(folder)
     prefix = os.path.join(folder, 'model%d' % iteration)

@@ -14,6 +14,7 @@ import random
 import secrets
 import signal
 import sys
+import tempfile
 import time
 import zlib
 
@@ -369,24 +370,35 @@ def test(config, steps, data, exp_dir):
 
 
 def _atomic_write(path, write, mode):
-    tmp = path + '.tmp'
-    with open(tmp, mode) as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    # A temporary file of its own: two tests of one folder may run at once.
+    checkpoint.write_atomically(path, write, mode)
 
 
 # --------------------------------------------------------------------- run
 def check_writable(folder):
     try:
         os.makedirs(folder, exist_ok=True)
-        probe = os.path.join(folder, '.write-test')
-        with open(probe, 'w') as f:
-            f.write('ok')
-        os.remove(probe)
+        # A probe of a unique name: runs testing one folder side by side would
+        # remove each other's fixed-name probe.
+        with tempfile.NamedTemporaryFile('w', dir=folder, prefix='.write-test-') as probe:
+            probe.write('ok')
+            probe.flush()
     except OSError as e:
         raise ConfigError('cannot write to %s (%s): choose another --logdir' % (folder, e.strerror))
+
+
+def _find_checkpoint(exp_dir, config):
+    """checkpoint.find for these flags; an unreadable checkpoint's error says what to do."""
+    try:
+        return checkpoint.find(exp_dir, config.test_iter)
+    except checkpoint.UnreadableCheckpoint as e:
+        if config.train:
+            fix = 'move it away, or --resume=False to start afresh'
+        elif config.test_iter > 0:
+            fix = 'test another iteration with --test_iter'
+        else:
+            fix = 'train again (--resume=False moves it aside)'
+        raise CheckpointError('%s: %s' % (e, fix))
 
 
 def run(config):
@@ -405,9 +417,14 @@ def run(config):
     exp_dir = os.path.join(config.logdir, config.exp_string)
     found = None
     if config.resume or not config.train:
-        found = checkpoint.find(exp_dir, config.test_iter)
+        found = _find_checkpoint(exp_dir, config)
+    if found is not None and is_chief:
+        # A save killed before its last rename leaves the `checkpoint` file
+        # naming an older checkpoint; a run that finds no save to make (below)
+        # or only tests would never rewrite it.
+        checkpoint.repair_state_file(exp_dir)
     if config.train and found is not None and _next_iteration(found) >= config.num_iterations:
-        # Before building anything, and without writing a file.
+        # Before building anything, and without writing a file (but the repair above).
         if is_chief:
             print('Nothing to train: the checkpoint in %s is already at iteration %d of %d (a '
                   'finished run with the same experiment name: use another --logdir, or '
@@ -420,7 +437,7 @@ def run(config):
         # One job trains in a folder at a time (testing beside it is fine).
         folder_lock.hold(exp_dir, job=cluster.signature() if cluster else None, holder=is_chief)
         if found is not None:  # read again: another run may have saved since
-            found = checkpoint.find(exp_dir, config.test_iter)
+            found = _find_checkpoint(exp_dir, config)
         elif not config.resume and is_chief and checkpoint.list_checkpoints(exp_dir):
             moved = checkpoint.move_earlier_run(exp_dir,
                                                 'earlier_run_' + time.strftime('%Y%m%d-%H%M%S'))

@@ -99,7 +99,10 @@ def _restored_model(exp_dir):
     import checkpoint
     from maml import MAML
     config = _experiment_config(exp_dir)
-    found = checkpoint.latest_readable(exp_dir)
+    try:
+        found = checkpoint.latest_readable(exp_dir)
+    except checkpoint.CheckpointError as e:  # every checkpoint there is unreadable
+        sys.exit('error: %s' % e)
     if found is None:
         sys.exit('error: no checkpoint in %s' % exp_dir)
     model = MAML(config, seed=0)

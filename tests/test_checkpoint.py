@@ -1,6 +1,9 @@
 """Checkpoints: reference names, crash safety, round trips. Each test one sentence."""
 import os
+import resource
 import shutil
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -137,6 +140,115 @@ def test_a_corrupt_latest_checkpoint_is_skipped_for_the_previous_one(tmp_path):
     found = checkpoint.latest_readable(str(tmp_path), warn=warnings.append)
     assert found[0] == 1000
     assert len(warnings) == 1 and 'model2000' in warnings[0]
+
+
+def _truncate_data_file(prefix):
+    """Cut a checkpoint's data file to a fraction of its size, as a full disk or a
+    copy cut short leaves it (TensorFlow then reads short: IndexError)."""
+    data, = [f for f in os.listdir(os.path.dirname(prefix))
+             if f.startswith(os.path.basename(prefix) + '.data-')]
+    path = os.path.join(os.path.dirname(prefix), data)
+    os.truncate(path, os.path.getsize(path) // 2)
+
+
+def test_a_truncated_latest_checkpoint_is_skipped_for_the_previous_one_with_a_warning(tmp_path):
+    model = _model()
+    _save(tmp_path, 1000, model)
+    _truncate_data_file(_save(tmp_path, 2000, model))
+    warnings = []
+    found = checkpoint.latest_readable(str(tmp_path), warn=warnings.append)
+    assert found[0] == 1000
+    assert len(warnings) == 1 and 'model2000 cannot be read' in warnings[0]
+
+
+def test_when_no_checkpoint_reads_the_error_names_the_newest_instead_of_starting_afresh(
+        tmp_path):
+    model = _model()
+    _truncate_data_file(_save(tmp_path, 1000, model))
+    _truncate_data_file(_save(tmp_path, 2000, model))
+    warnings = []
+    with pytest.raises(checkpoint.UnreadableCheckpoint,
+                       match=r'model2000 cannot be read \(.+\), nor can the 1 before it$'):
+        checkpoint.latest_readable(str(tmp_path), warn=warnings.append)
+    assert warnings == []  # the error is the one line
+
+
+def test_a_truncated_checkpoint_asked_for_by_its_iteration_is_an_unreadable_checkpoint_error(
+        tmp_path):
+    model = _model()
+    _save(tmp_path, 1000, model)
+    _truncate_data_file(_save(tmp_path, 2000, model))
+    with pytest.raises(checkpoint.UnreadableCheckpoint, match='model2000 cannot be read'):
+        checkpoint.find(str(tmp_path), 2000)
+
+
+def test_a_state_file_left_naming_an_older_checkpoint_is_repaired_and_its_stale_temporary_removed(
+        tmp_path):
+    model = _model(num_filters=2)
+    _save(tmp_path, 1000, model)
+    _save(tmp_path, 2000, model)
+    # What a kill just before the state file's rename leaves.
+    (tmp_path / 'checkpoint').write_text('model_checkpoint_path: "model1000"\n'
+                                         'all_model_checkpoint_paths: "model1000"\n')
+    tmp = tmp_path / '.checkpoint.tmp'
+    tmp.write_text('model_checkpoint_path: "model2000"\n')
+    long_ago = time.time() - 2 * checkpoint.STALE_SECONDS
+    os.utime(tmp, (long_ago, long_ago))
+    checkpoint.repair_state_file(str(tmp_path))
+    assert tf.train.latest_checkpoint(str(tmp_path)) == str(tmp_path / 'model2000')
+    assert not tmp.exists()
+
+
+def test_a_state_file_naming_the_newest_checkpoint_is_left_as_it_is(tmp_path):
+    model = _model(num_filters=2)
+    _save(tmp_path, 1000, model)
+    # Written by another program (an absolute path, no list): still right, kept.
+    text = 'model_checkpoint_path: "%s"\n' % (tmp_path / 'model1000')
+    (tmp_path / 'checkpoint').write_text(text)
+    checkpoint.repair_state_file(str(tmp_path))
+    assert (tmp_path / 'checkpoint').read_text() == text
+
+
+def test_a_save_that_hits_the_file_size_limit_names_the_last_checkpoint_and_leaves_no_temporary(
+        tmp_path):
+    model = _model(num_filters=2)
+    prefix = _save(tmp_path, 1000, model)
+    before = {f: (tmp_path / f).read_bytes() for f in os.listdir(tmp_path)}
+    data_size = os.path.getsize(prefix + '.data-00000-of-00001')
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    # Python ignores SIGXFSZ, so a write past the limit fails with EFBIG.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (data_size // 2, hard))
+    try:
+        with pytest.raises(CheckpointError) as raised:
+            _save(tmp_path, 2000, model)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert str(raised.value) == (
+        'could not save checkpoint model2000 in %s (File too large): free space (or raise the '
+        'file-size limit) and run the same command again; the last complete checkpoint '
+        'model1000 is kept' % tmp_path)
+    assert {f: (tmp_path / f).read_bytes() for f in os.listdir(tmp_path)} == before
+
+
+def test_atomic_writes_of_one_file_from_two_threads_at_once_all_succeed(tmp_path):
+    path = str(tmp_path / 'result.pkl')
+    failures = []
+
+    def write_many(byte):
+        try:
+            for _ in range(100):
+                checkpoint.write_atomically(path, lambda f: f.write(byte * 1000), 'wb')
+        except Exception as e:  # the test reports it below
+            failures.append(e)
+
+    threads = [threading.Thread(target=write_many, args=(b,)) for b in (b'a', b'b')]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert failures == [] and not any(t.is_alive() for t in threads)
+    assert (tmp_path / 'result.pkl').read_bytes() in (b'a' * 1000, b'b' * 1000)
+    assert os.listdir(tmp_path) == ['result.pkl']
 
 
 def test_only_the_last_ten_checkpoints_are_kept(tmp_path):

@@ -3,6 +3,7 @@ import dataclasses
 import glob
 import os
 import re
+import threading
 
 import numpy as np
 import pytest
@@ -44,6 +45,27 @@ def test_a_checkpoint_saved_where_a_run_also_validates_counts_that_validation_ba
     state = checkpoint.read_state(checkpoint.read(os.path.join(exp_dir, 'model10')))
     assert state.next_iteration == 11
     assert state.val_batches_used == 11 + 2
+
+
+def test_two_runs_checking_one_folder_at_once_both_find_it_writable(tmp_path):
+    # Two tests of one folder may start together: neither may take the
+    # other's probe file for a folder it cannot write to.
+    failures = []
+
+    def check_many():
+        try:
+            for _ in range(300):
+                experiment.check_writable(str(tmp_path))
+        except Exception as e:  # reported below
+            failures.append(e)
+
+    threads = [threading.Thread(target=check_many) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert failures == [] and not any(t.is_alive() for t in threads)
+    assert os.listdir(tmp_path) == []
 
 
 def _run_printing(config, capsys):

@@ -5,12 +5,14 @@ are marked slow.
 """
 import glob
 import os
+import shutil
 import signal
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import (REPO_ROOT, SINE, SINE_EXP, final_weights, finish, run_main, start_main,
                       tiny_miniimagenet, wait_for_file, wait_for_line)
@@ -247,6 +249,121 @@ def test_ctrl_c_outside_the_training_loop_stops_with_one_line_and_no_traceback(t
     assert proc.returncode == 130
     assert 'Traceback' not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith('Interrupted: stopped at once')
+
+
+# ------------------------------------------------- damaged checkpoints, failed saves
+@pytest.fixture(scope='module')
+def two_checkpoints(tmp_path_factory):
+    """A sinusoid experiment folder holding model9 and model19 (two real runs)."""
+    logdir = str(tmp_path_factory.mktemp('two_checkpoints'))
+    run_main(SEEDED + ['--metatrain_iterations=10', '--logdir=' + logdir])
+    run_main(SEEDED + ['--metatrain_iterations=20', '--logdir=' + logdir])
+    exp_dir = os.path.join(logdir, SINE_EXP)
+    assert checkpoint_iterations(exp_dir) == [9, 19]
+    return logdir
+
+
+def _copy(logdir, tmp_path):
+    copy = str(tmp_path / 'logs')
+    shutil.copytree(logdir, copy)
+    return copy, os.path.join(copy, SINE_EXP)
+
+
+def _truncate(exp_dir, iteration):
+    """Cut a checkpoint's data file to half its size (a copy cut short, a full disk)."""
+    path = os.path.join(exp_dir, 'model%d.data-00000-of-00001' % iteration)
+    os.truncate(path, os.path.getsize(path) // 2)
+
+
+def _only_line(proc):
+    """The one error line a failed run printed, last, on stderr."""
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert [line for line in lines if line.startswith('error:')] == lines[-1:], proc.stderr[-3000:]
+    return lines[-1]
+
+
+@pytest.mark.slow
+def test_a_truncated_latest_checkpoint_is_skipped_for_the_earlier_one_with_a_warning(
+        two_checkpoints, tmp_path):
+    logdir, exp_dir = _copy(two_checkpoints, tmp_path)
+    _truncate(exp_dir, 19)
+    proc = run_main(SEEDED + ['--metatrain_iterations=22', '--logdir=' + logdir])
+    assert 'warning: checkpoint %s cannot be read (Read less bytes than requested); using the ' \
+        'previous checkpoint' % os.path.join(exp_dir, 'model19') in proc.stderr.splitlines()
+    assert 'Restoring model weights from ' + os.path.join(exp_dir, 'model9') \
+        in proc.stdout.splitlines()
+    assert checkpoint_iterations(exp_dir) == [9, 19, 21]
+
+
+@pytest.mark.slow
+def test_a_truncated_only_checkpoint_stops_training_and_testing_with_one_line_naming_it(
+        two_checkpoints, tmp_path):
+    logdir, exp_dir = _copy(two_checkpoints, tmp_path)
+    for name in glob.glob(os.path.join(exp_dir, 'model9.*')):
+        os.remove(name)
+    _truncate(exp_dir, 19)
+    before = files_snapshot(exp_dir)
+    bad = 'error: checkpoint %s cannot be read (Read less bytes than requested): ' \
+        % os.path.join(exp_dir, 'model19')
+    trained = run_main(SEEDED + ['--metatrain_iterations=30', '--logdir=' + logdir], check=False)
+    assert _only_line(trained) == bad + 'move it away, or --resume=False to start afresh'
+    tested = run_main(SEEDED + ['--logdir=' + logdir, '--train=False'], check=False)
+    assert _only_line(tested) == bad + 'train again (--resume=False moves it aside)'
+    assert files_snapshot(exp_dir) == before  # nothing started afresh over it
+
+
+@pytest.mark.slow
+def test_testing_a_truncated_checkpoint_named_by_test_iter_stops_with_one_line_naming_it(
+        two_checkpoints, tmp_path):
+    logdir, exp_dir = _copy(two_checkpoints, tmp_path)
+    _truncate(exp_dir, 19)
+    proc = run_main(SEEDED + ['--logdir=' + logdir, '--train=False', '--test_iter=19'],
+                    check=False)
+    assert _only_line(proc) == (
+        'error: checkpoint %s cannot be read (Read less bytes than requested): test another '
+        'iteration with --test_iter' % os.path.join(exp_dir, 'model19'))
+
+
+@pytest.mark.slow
+def test_a_state_file_left_naming_an_older_checkpoint_is_repaired_even_with_nothing_to_train(
+        two_checkpoints, tmp_path):
+    logdir, exp_dir = _copy(two_checkpoints, tmp_path)
+    # What a kill just before the state file's final rename leaves: the file
+    # naming the checkpoint before, and its temporary (long ago).
+    with open(os.path.join(exp_dir, 'checkpoint'), 'w') as f:
+        f.write('model_checkpoint_path: "model9"\nall_model_checkpoint_paths: "model9"\n')
+    tmp = os.path.join(exp_dir, '.checkpoint.tmp')
+    with open(tmp, 'w') as f:
+        f.write('model_checkpoint_path: "model19"\n')
+    os.utime(tmp, (0, 0))
+    proc = run_main(SEEDED + ['--metatrain_iterations=20', '--logdir=' + logdir])
+    assert proc.stdout.startswith('Nothing to train')
+    assert tf.train.latest_checkpoint(exp_dir) == os.path.join(exp_dir, 'model19')
+    assert not os.path.exists(tmp)
+
+
+@pytest.mark.slow
+def test_a_save_failing_at_the_file_size_limit_stops_with_one_line_and_keeps_the_last_checkpoint(
+        two_checkpoints, tmp_path):
+    logdir, exp_dir = _copy(two_checkpoints, tmp_path)
+    before = {p: v for p, v in files_snapshot(exp_dir).items() if 'tfevents' not in p}
+    # Half a checkpoint's data file: the save fails, the few lines of events do
+    # not. Python ignores SIGXFSZ, so the write fails with EFBIG.
+    limit = os.path.getsize(os.path.join(exp_dir, 'model19.data-00000-of-00001')) // 2
+    limited = ['-c', 'import os, resource, sys; '
+               'resource.setrlimit(resource.RLIMIT_FSIZE, (%d, %d)); '
+               'os.execv(sys.executable, [sys.executable] + sys.argv[1:])' % (limit, limit)]
+    proc = subprocess.run(
+        [sys.executable] + limited + [os.path.join(REPO_ROOT, 'main.py')] + SEEDED
+        + ['--metatrain_iterations=25', '--logdir=' + logdir],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+    assert _only_line(proc) == (
+        'error: could not save checkpoint model24 in %s (File too large): free space (or raise '
+        'the file-size limit) and run the same command again; the last complete checkpoint '
+        'model19 is kept' % exp_dir)
+    assert not glob.glob(os.path.join(exp_dir, '.saving-model*'))
+    assert {p: v for p, v in files_snapshot(exp_dir).items() if 'tfevents' not in p} == before
 
 
 # ------------------------------------------------------- one job per folder
