@@ -11,6 +11,7 @@ import distribute
 import experiment
 import schedule
 from config import Config
+from data_generator import DataError
 from conftest import final_weights, tiny_miniimagenet, two_cpu_strategy
 
 
@@ -90,3 +91,41 @@ def test_a_run_split_over_two_replicas_prints_and_saves_what_one_device_does(
                                        atol=1e-3 * scale, err_msg=name)
     events = [glob.glob(os.path.join(c.logdir, c.exp_string, 'events.*')) for c in (one, two)]
     assert len(events[0]) == len(events[1]) == 1
+
+
+# ---------------------------------------------------------- data rejected
+def _tiny_miniimagenet_config(tmp_path, **data):
+    return Config(datasource='miniimagenet', num_filters=2, meta_batch_size=1,
+                  update_batch_size=1, max_pool=True, metatrain_iterations=2, log=False,
+                  progress=False, logdir=str(tmp_path / 'logs' / 'new'),
+                  data_folder=tiny_miniimagenet(str(tmp_path / 'data'), **data))
+
+
+def test_data_with_too_few_images_is_refused_before_any_experiment_folder_is_made(tmp_path):
+    # Training tasks need 16 images per class (1 shot plus 15 queries).
+    config = _tiny_miniimagenet_config(tmp_path, classes=5, images=10)
+    with pytest.raises(DataError, match='has 10 images, fewer than the 16 per class'):
+        experiment.run(config)
+    assert os.listdir(str(tmp_path)) == ['data']
+
+
+def test_an_unreadable_image_found_while_loading_leaves_no_experiment_folder_behind(tmp_path):
+    config = _tiny_miniimagenet_config(tmp_path, classes=5)
+    bad = sorted(glob.glob(os.path.join(config.data_folder, 'train', '*', '*.jpg')))[0]
+    with open(bad, 'wb') as f:
+        f.write(b'not a jpeg')
+    with pytest.raises(DataError, match='cannot read image'):
+        experiment.run(config)
+    assert os.listdir(str(tmp_path)) == ['data']
+
+
+def test_a_data_error_keeps_an_experiment_folder_that_existed_before(tmp_path):
+    config = _tiny_miniimagenet_config(tmp_path, classes=5)
+    exp_dir = os.path.join(config.logdir, config.exp_string)
+    os.makedirs(exp_dir)
+    bad = sorted(glob.glob(os.path.join(config.data_folder, 'train', '*', '*.jpg')))[0]
+    with open(bad, 'wb') as f:
+        f.write(b'not a jpeg')
+    with pytest.raises(DataError):
+        experiment.run(config)
+    assert os.path.isdir(exp_dir)
