@@ -3,6 +3,7 @@ import dataclasses
 
 import pytest
 
+import config as config_module
 from config import Config, ConfigError
 
 
@@ -68,6 +69,19 @@ def test_miniimagenet_training_tasks_hold_fifteen_queries_per_class():
     (dict(meta_batch_size=0), '--meta_batch_size=0 must be positive'),
     (dict(pretrain_iterations=0, metatrain_iterations=0), 'nothing to train'),
     (dict(datasource='omniglot', num_classes=1), 'classification needs at least 2 classes'),
+    (dict(meta_batch_size=99999999999999999999),
+     '--meta_batch_size=99999999999999999999 is too large: at most 2147483647'),
+    (dict(worker_timeout=2 ** 31), '--worker_timeout=2147483648 is too large'),
+    (dict(num_updates=100000), '--num_updates=100000: at most 100'),
+    (dict(meta_lr=float('nan')), '--meta_lr=nan: a learning rate must be a positive number'),
+    (dict(update_lr=float('inf')), '--update_lr=inf: a learning rate must be a positive'),
+    (dict(update_lr=-0.0), '--update_lr=-0.0: a learning rate must be a positive'),
+    (dict(train_update_lr=float('nan')), '--train_update_lr=nan: give the positive'),
+    (dict(train_update_batch_size=0), '--train_update_batch_size=0: give the positive'),
+    (dict(test_iter=-2), '--test_iter=-2: give a checkpoint'),
+    (dict(meta_batch_size=2.5), r'--meta_batch_size=2\.5: expected an integer'),
+    (dict(train='False'), "--train='False': expected true or false"),
+    (dict(logdir='a\0b'), 'holds a NUL character'),
 ])
 def test_validation_refuses_what_cannot_work_naming_the_flag(values, message):
     with pytest.raises(ConfigError, match=message):
@@ -77,3 +91,43 @@ def test_validation_refuses_what_cannot_work_naming_the_flag(values, message):
 def test_a_valid_config_validates_to_itself():
     config = Config(datasource='omniglot')
     assert config.validate() is config
+
+
+@pytest.mark.parametrize('values', [
+    dict(meta_batch_size=1000000000),
+    dict(update_batch_size=300000000),
+    dict(datasource='omniglot', num_filters=100000),
+    dict(datasource='miniimagenet', meta_batch_size=4000, num_updates=5),
+])
+def test_sizes_that_cannot_fit_in_memory_are_refused_naming_them(values, monkeypatch):
+    monkeypatch.setattr(config_module, 'available_memory', lambda: 16 * 10 ** 9)
+    with pytest.raises(ConfigError, match=r'need at least .* GB of memory for one step, more than '
+                                          r'the 16 GB available: make them smaller') as e:
+        Config(**values).validate()
+    for name, value in values.items():
+        if name != 'datasource':
+            assert '--%s=%d' % (name, value) in str(e.value)
+
+
+def test_the_papers_settings_fit_in_four_gigabytes(monkeypatch):
+    monkeypatch.setattr(config_module, 'available_memory', lambda: 4 * 10 ** 9)
+    for values in [dict(norm='None', update_batch_size=10),
+                   dict(datasource='omniglot', meta_batch_size=32, update_batch_size=5),
+                   dict(datasource='omniglot', meta_batch_size=16, num_classes=20,
+                        update_batch_size=1, num_updates=5),
+                   dict(datasource='miniimagenet', meta_batch_size=4, update_batch_size=5,
+                        num_updates=5, num_filters=32, max_pool=True)]:
+        Config(**values).validate()
+
+
+def test_the_memory_needed_grows_with_every_size_flag():
+    base = dict(datasource='miniimagenet', meta_batch_size=2, update_batch_size=1,
+                num_updates=2, num_filters=8, num_classes=5)
+    needed = Config(**base).memory_needed()
+    for name in ('meta_batch_size', 'update_batch_size', 'num_updates', 'num_filters',
+                 'num_classes'):
+        assert Config(**dict(base, **{name: base[name] * 2})).memory_needed() > needed, name
+
+
+def test_available_memory_is_a_positive_number_of_bytes_here():
+    assert config_module.available_memory() > 0

@@ -2,16 +2,24 @@
 
 Every test here runs main.py in a subprocess (marked slow). Resuming a stopped
 run is tested in test_reliability.py."""
+import contextlib
 import csv
 import glob
 import os
 import pickle
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import SINE, SINE_EXP, run_main
+from conftest import MAIN, REPO_ROOT, SINE, SINE_EXP, WAIT_TIMEOUT, run_main, wait_for_line
+
+INTERRUPTED = ('Interrupted: stopped at once; the last complete checkpoint (if any) is kept. '
+               'Run the same command to resume.\n')
 
 
 @pytest.fixture(scope='module')
@@ -96,13 +104,25 @@ def test_training_afresh_moves_the_earlier_runs_checkpoints_aside(tmp_path):
     (['--train=False'], 'no checkpoint to test'),
     (['--inter_op_threads=-2'], '--inter_op_threads=-2: use a thread count'),
     (['--seed=-1'], '--seed=-1: numpy takes seeds from 0 to 2**32 - 1'),
+    (['--meta_batch_size=99999999999999999999'], '--meta_batch_size=99999999999999999999 is too '
+                                                  'large: at most 2147483647'),
+    (['--meta_batch_size=1000000000'], 'GB of memory for one step'),
+    (['--update_batch_size=300000000'], 'GB of memory for one step'),
+    (['--num_updates=100000'], '--num_updates=100000: at most 100'),
+    (['--meta_lr=nan'], '--meta_lr=nan: a learning rate must be a positive number'),
+    (['--update_lr=-0.0'], '--update_lr=-0.0: a learning rate must be a positive number'),
+    (['--test_iter=-5'], '--test_iter=-5: give a checkpoint'),
+    (['--meta_batch_size=many'], "flag --meta_batch_size=many: invalid literal for int()"),
+    (['--no_such_flag=1'], "Unknown command line flag 'no_such_flag'"),
+    (['logs/'], 'unexpected arguments: logs/'),
+    (['--datasource=a\nb'], 'unknown --datasource=a\\nb'),
 ])
 def test_bad_input_gives_one_clear_line_and_a_failing_exit(tmp_path, args, message):
     proc = run_main(args + ['--logdir=' + str(tmp_path)], check=False)
     assert proc.returncode != 0
     assert 'Traceback' not in proc.stderr
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith('error: ') and message in last, proc.stderr
+    assert proc.stderr.count('\n') == 1 and proc.stderr.startswith('error: '), proc.stderr
+    assert message in proc.stderr, proc.stderr
 
 
 @pytest.mark.slow
@@ -176,3 +196,75 @@ def test_on_a_terminal_progress_is_a_live_bar_on_stderr(tmp_path):
                                                 'Iteration 1000: ')[1].splitlines()[0],
                                             'Iteration 2000: ' + stdout.decode().split(
                                                 'Iteration 2000: ')[1].splitlines()[0]]
+
+
+# ------------------------------------------------------------- interruptions
+@contextlib.contextmanager
+def _started(args, **env):
+    """main.py running with these flags (and environment variables); killed on the way out."""
+    proc = subprocess.Popen([sys.executable, MAIN] + args, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+                            env=dict(os.environ, **env))
+    proc.stdout_read, proc.lines_scanned = b'', 0  # for wait_for_line
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def _wait_for_tensorflow_to_load(proc):
+    """Return once TensorFlow's library is mapped into the process (its import is under way)."""
+    deadline = time.monotonic() + WAIT_TIMEOUT
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with open('/proc/%d/maps' % proc.pid) as f:
+                if 'libtensorflow' in f.read():
+                    return
+        except OSError:
+            pass
+        time.sleep(0.01)
+    pytest.fail('TensorFlow never loaded (exit %s)' % proc.poll())
+
+
+def _half_a_second_after_start(proc):
+    time.sleep(0.5)
+
+
+def _as_tensorflow_loads(proc):
+    _wait_for_tensorflow_to_load(proc)
+
+
+def _a_second_after_tensorflow_loads(proc):
+    _wait_for_tensorflow_to_load(proc)
+    time.sleep(1)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir('/proc'), reason='reads /proc/PID/maps')
+@pytest.mark.parametrize('moment, signum', [
+    (_half_a_second_after_start, signal.SIGINT),
+    (_as_tensorflow_loads, signal.SIGINT),
+    (_a_second_after_tensorflow_loads, signal.SIGINT),
+    (_as_tensorflow_loads, signal.SIGTERM),
+], ids=['ctrl-c half a second in', 'ctrl-c as tensorflow loads',
+        'ctrl-c a second after tensorflow loads', 'sigterm as tensorflow loads'])
+def test_a_signal_during_start_up_stops_with_one_line_and_status_130(tmp_path, moment, signum):
+    with _started(SINE + ['--metatrain_iterations=1000000', '--logdir=%s' % tmp_path]) as proc:
+        moment(proc)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=WAIT_TIMEOUT)
+    assert (proc.returncode, err, out) == (130, INTERRUPTED, '')
+
+
+@pytest.mark.slow
+def test_sigterm_while_testing_stops_with_one_line_and_status_130(trained):
+    logdir, _ = trained
+    # Unbuffered: the line saying the checkpoint is restored arrives at once.
+    with _started(SINE + ['--train=False', '--logdir=' + logdir], PYTHONUNBUFFERED='1') as proc:
+        wait_for_line(proc, 'Restoring model weights from ')
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=WAIT_TIMEOUT)
+    assert (proc.returncode, err) == (130, INTERRUPTED)
+    assert 'Mean validation accuracy/loss' not in out
