@@ -1,7 +1,10 @@
 """The configuration: validation, the reference's names and what follows from the flags."""
 import dataclasses
+import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import config as config_module
 from config import Config, ConfigError
@@ -131,3 +134,47 @@ def test_the_memory_needed_grows_with_every_size_flag():
 
 def test_available_memory_is_a_positive_number_of_bytes_here():
     assert config_module.available_memory() > 0
+
+
+# ------------------------------------------------------------------- fuzzing
+# Any values the flags can hold (absl parses integers of any size and floats
+# with nan and inf), now and then one of another type (a Config built in a
+# notebook): validation gives a Config or a ConfigError, never anything else.
+_INTS = st.one_of(st.integers(-3, 40), st.integers(-2 ** 70, 2 ** 70))
+_FLOATS = st.one_of(st.sampled_from([-1, 0.0, -0.0, 1e-3, 0.4]), st.floats())
+_TEXTS = st.text(max_size=12)
+_OTHER_TYPES = st.one_of(st.none(), st.booleans(), st.floats(), st.text(max_size=3))
+_CHOICES = {'datasource': config_module.DATASOURCES, 'norm': config_module.NORMS,
+            'baseline': (None, 'oracle'), 'distribute': ('auto', 'one_device', 'mirrored')}
+
+
+def _values_of(field):
+    kind, optional = config_module._type_of(field)
+    values = {int: _INTS, float: _FLOATS, bool: st.booleans(), str: _TEXTS}[kind]
+    if field.name in _CHOICES:
+        values = st.one_of(st.sampled_from(_CHOICES[field.name]), values)
+    if optional:
+        values = st.one_of(st.none(), values)
+    return st.one_of(values, _OTHER_TYPES) if kind is not bool else values
+
+
+_FLAG_VALUES = st.fixed_dictionaries(
+    {}, optional={f.name: _values_of(f) for f in dataclasses.fields(Config)})
+
+
+@settings(max_examples=500, deadline=None, derandomize=True, database=None)
+@given(values=_FLAG_VALUES)
+def test_any_flag_values_validate_to_a_config_or_a_config_error(values):
+    try:
+        config = Config(**values).validate()
+    except ConfigError as e:
+        assert str(e)
+        return
+    # What a run derives from a valid config works, within the bounds.
+    assert config.exp_string and config.thread_settings(2)
+    assert 0 < config.memory_needed()
+    assert all(getattr(config, name) <= config_module.INT32_MAX
+               for name in ('meta_batch_size', 'update_batch_size', 'num_classes',
+                            'num_filters', 'metatrain_iterations', 'worker_timeout'))
+    assert 0 < config.num_updates <= config_module.MAX_NUM_UPDATES
+    assert math.isfinite(config.meta_lr) and math.isfinite(config.update_lr)

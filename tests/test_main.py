@@ -10,11 +10,14 @@ import pickle
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from hypothesis import Phase, given, settings
+from hypothesis import strategies as st
 
 from conftest import MAIN, REPO_ROOT, SINE, SINE_EXP, WAIT_TIMEOUT, run_main, wait_for_line
 
@@ -268,3 +271,58 @@ def test_sigterm_while_testing_stops_with_one_line_and_status_130(trained):
         out, err = proc.communicate(timeout=WAIT_TIMEOUT)
     assert (proc.returncode, err) == (130, INTERRUPTED)
     assert 'Mean validation accuracy/loss' not in out
+
+
+# ------------------------------------------------------------------- fuzzing
+_NOT_A_NUMBER = st.text(st.characters(blacklist_categories=('Cs',), blacklist_characters='\0'),
+                        min_size=1, max_size=8).filter(lambda t: not _parses(t))
+_BAD_SIZE = st.one_of(st.integers(max_value=0), st.integers(min_value=2 ** 31),
+                      _NOT_A_NUMBER)
+_BAD_RATE = st.one_of(st.sampled_from(['nan', 'inf', '-inf', '-0.0', '0']),
+                      st.floats(max_value=0), _NOT_A_NUMBER)
+_BAD_CHOICE = st.text(st.characters(blacklist_categories=('Cs',), blacklist_characters='\0'),
+                      max_size=8)
+# For each flag, values that are wrong whatever the other flags say.
+_BAD_VALUES = {
+    'meta_batch_size': _BAD_SIZE, 'update_batch_size': _BAD_SIZE, 'num_classes': _BAD_SIZE,
+    'num_filters': _BAD_SIZE, 'num_updates': st.one_of(_BAD_SIZE, st.integers(101, 10 ** 6)),
+    'metatrain_iterations': st.one_of(st.integers(max_value=-1), st.integers(min_value=2 ** 31)),
+    'pretrain_iterations': st.integers(max_value=-1),
+    'meta_lr': _BAD_RATE, 'update_lr': _BAD_RATE,
+    'train_update_lr': _BAD_RATE.filter(lambda v: v not in (-1, -1.0)),
+    'train_update_batch_size': st.one_of(st.integers(max_value=-2), st.just(0)),
+    'test_iter': st.integers(max_value=-2), 'seed': st.integers(max_value=-1),
+    'inter_op_threads': st.integers(max_value=-2), 'worker_timeout': st.integers(max_value=0),
+    'datasource': _BAD_CHOICE.filter(lambda t: t not in ('sinusoid', 'omniglot',
+                                                         'miniimagenet')),
+    'norm': _BAD_CHOICE.filter(lambda t: t not in ('batch_norm', 'layer_norm', 'None')),
+    'distribute': _BAD_CHOICE.filter(lambda t: t not in ('auto', 'one_device', 'mirrored',
+                                                         'multi_worker')),
+    'train': st.sampled_from(['maybe', '2', '']),
+}
+_BAD_COMMAND_LINES = st.lists(st.sampled_from(sorted(_BAD_VALUES)), min_size=1, max_size=3,
+                              unique=True).flatmap(
+    lambda names: st.tuples(*[_BAD_VALUES[n].map(lambda v, n=n: '--%s=%s' % (n, v))
+                              for n in names]))
+
+
+def _parses(text):
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+@pytest.mark.slow
+# No shrinking: each example is a process start; a failure shows its line as drawn.
+@settings(max_examples=8, deadline=None, derandomize=True, database=None,
+          phases=[Phase.explicit, Phase.generate])
+@given(bad=_BAD_COMMAND_LINES)
+def test_any_bad_flag_values_give_one_error_line_and_a_failing_exit_without_hanging(bad):
+    with tempfile.TemporaryDirectory() as logdir:
+        # Should a line be valid after all, it trains one iteration and fails the test.
+        proc = run_main(['--logdir=' + logdir, '--metatrain_iterations=1', '--progress=False']
+                        + list(bad), check=False, timeout=WAIT_TIMEOUT)
+    assert proc.returncode == 1, (bad, proc.stderr[-2000:])
+    assert proc.stderr.startswith('error: ') and proc.stderr.count('\n') == 1, (bad, proc.stderr)
