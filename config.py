@@ -20,6 +20,7 @@ INT32_MAX = 2 ** 31 - 1  # TensorFlow and numpy take the sizes and counts as int
 # and memory grow with each step (20 steps of the sinusoid net already take
 # half a minute to trace). The paper used at most 10.
 MAX_NUM_UPDATES = 100
+MAX_THREADS = 4096  # TensorFlow starts that many threads for a pool
 
 
 class ConfigError(ValueError):
@@ -146,9 +147,10 @@ class Config:
             if getattr(self, name) < 0:
                 raise ConfigError('--%s=%s must be zero or positive' % (name, getattr(self, name)))
         for name in ('inter_op_threads', 'intra_op_threads'):
-            if getattr(self, name) < -1:
-                raise ConfigError('--%s=%s: use a thread count, 0 for TensorFlow\'s default or -1 '
-                                  'to choose per configuration' % (name, getattr(self, name)))
+            if not -1 <= getattr(self, name) <= MAX_THREADS:
+                raise ConfigError('--%s=%s: use a thread count up to %d, 0 for TensorFlow\'s '
+                                  'default or -1 to choose per configuration'
+                                  % (name, getattr(self, name), MAX_THREADS))
         if self.distribute not in ('auto', 'one_device', 'mirrored', 'multi_worker'):
             raise ConfigError('unknown --distribute=%s: use auto, one_device, mirrored or '
                               'multi_worker' % self.distribute)

@@ -82,6 +82,7 @@ def test_miniimagenet_training_tasks_hold_fifteen_queries_per_class():
     (dict(train_update_lr=float('nan')), '--train_update_lr=nan: give the positive'),
     (dict(train_update_batch_size=0), '--train_update_batch_size=0: give the positive'),
     (dict(test_iter=-2), '--test_iter=-2: give a checkpoint'),
+    (dict(intra_op_threads=100000), '--intra_op_threads=100000: use a thread count up to 4096'),
     (dict(meta_batch_size=2.5), r'--meta_batch_size=2\.5: expected an integer'),
     (dict(train='False'), "--train='False': expected true or false"),
     (dict(logdir='a\0b'), 'holds a NUL character'),
