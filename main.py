@@ -142,9 +142,9 @@ def main(argv):
         print_error(e)
         return 1
     except KeyboardInterrupt:
-        # Ctrl-C before training started (loading images, tracing) or a second
-        # Ctrl-C during training: stop at once. Checkpoints are written
-        # atomically, so the last complete one is intact.
+        # A second Ctrl-C during training (outside it, _stop_at_once ends the
+        # process first): stop at once. Checkpoints are written atomically,
+        # so the last complete one is intact.
         print(INTERRUPTED, file=sys.stderr)
         return EXIT_INTERRUPTED
 
