@@ -7,14 +7,68 @@ is a property here, so a Config built anywhere behaves as one built from the
 command line; variants are made with `dataclasses.replace`.
 """
 import dataclasses
+import math
+import numbers
+import os
+import typing
 from typing import Optional
 
 DATASOURCES = ('sinusoid', 'omniglot', 'miniimagenet')
 NORMS = ('batch_norm', 'layer_norm', 'None')
+INT32_MAX = 2 ** 31 - 1  # TensorFlow and numpy take the sizes and counts as int32
+# The inner loop is unrolled into the compiled training step: its tracing time
+# and memory grow with each step (20 steps of the sinusoid net already take
+# half a minute to trace). The paper used at most 10.
+MAX_NUM_UPDATES = 100
+MAX_THREADS = 4096  # TensorFlow starts that many threads for a pool
 
 
 class ConfigError(ValueError):
     """A flag value or combination that cannot work; the message says the fix."""
+
+
+def available_memory():
+    """Bytes of memory this process can still take (None if unknown): Linux's
+    MemAvailable, capped by a cgroup's limit (a container), else the physical memory."""
+    available = None
+    try:
+        with open('/proc/meminfo') as f:
+            for line in f:
+                if line.startswith('MemAvailable:'):
+                    available = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    if available is None:
+        try:
+            available = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+        except (AttributeError, ValueError, OSError):
+            return None
+    try:
+        with open('/sys/fs/cgroup/memory.max') as f:
+            limit = f.read().strip()
+        with open('/sys/fs/cgroup/memory.current') as f:
+            used = int(f.read())
+        if limit != 'max':
+            available = min(available, max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+def _type_of(field):
+    """The Python type a field takes, and whether None is allowed too."""
+    args = [a for a in typing.get_args(field.type) if a is not type(None)]
+    return (args[0], True) if args else (field.type, False)
+
+
+def _has_type(value, kind):
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return isinstance(value, kind)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +114,21 @@ class Config:
         return cls(**dict(known, **overrides))
 
     def validate(self):
+        """self if these flags can work; else ConfigError naming the flag and the fix.
+        Checked before anything is built or written, sizes against the memory too."""
+        for field in dataclasses.fields(self):
+            value, (kind, optional) = getattr(self, field.name), _type_of(field)
+            if not (_has_type(value, kind) or (optional and value is None)):
+                raise ConfigError('--%s=%r: expected %s' % (field.name, value, {
+                    bool: 'true or false', int: 'an integer', float: 'a number',
+                    str: 'a string'}[kind]))
+            if kind is int and value is not None and value > INT32_MAX \
+                    and field.name != 'seed':
+                raise ConfigError('--%s=%d is too large: at most %d'
+                                  % (field.name, value, INT32_MAX))
+            if kind is str and value is not None and '\0' in value:
+                raise ConfigError('--%s=%r holds a NUL character: give a path without it'
+                                  % (field.name, value))
         if self.datasource not in DATASOURCES:
             raise ConfigError('unknown --datasource=%s: use one of %s'
                               % (self.datasource, ', '.join(DATASOURCES)))
@@ -78,9 +147,10 @@ class Config:
             if getattr(self, name) < 0:
                 raise ConfigError('--%s=%s must be zero or positive' % (name, getattr(self, name)))
         for name in ('inter_op_threads', 'intra_op_threads'):
-            if getattr(self, name) < -1:
-                raise ConfigError('--%s=%s: use a thread count, 0 for TensorFlow\'s default or -1 '
-                                  'to choose per configuration' % (name, getattr(self, name)))
+            if not -1 <= getattr(self, name) <= MAX_THREADS:
+                raise ConfigError('--%s=%s: use a thread count up to %d, 0 for TensorFlow\'s '
+                                  'default or -1 to choose per configuration'
+                                  % (name, getattr(self, name), MAX_THREADS))
         if self.distribute not in ('auto', 'one_device', 'mirrored', 'multi_worker'):
             raise ConfigError('unknown --distribute=%s: use auto, one_device, mirrored or '
                               'multi_worker' % self.distribute)
@@ -88,15 +158,79 @@ class Config:
             raise ConfigError('--worker_timeout=%d must be positive (seconds)' % self.worker_timeout)
         if self.seed is not None and not 0 <= self.seed < 2 ** 32:
             raise ConfigError('--seed=%d: numpy takes seeds from 0 to 2**32 - 1' % self.seed)
-        if self.meta_lr <= 0 or self.update_lr <= 0:
-            raise ConfigError('--meta_lr and --update_lr must be positive')
+        for name in ('meta_lr', 'update_lr'):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError('--%s=%s: a learning rate must be a positive number'
+                                  % (name, value))
+        if self.train_update_lr != -1 and not (math.isfinite(self.train_update_lr)
+                                               and self.train_update_lr > 0):
+            raise ConfigError('--train_update_lr=%s: give the positive --update_lr the model '
+                              'was trained with, or -1 for --update_lr' % self.train_update_lr)
+        if self.train_update_batch_size != -1 and self.train_update_batch_size <= 0:
+            raise ConfigError('--train_update_batch_size=%d: give the positive '
+                              '--update_batch_size the model was trained with, or -1 for '
+                              '--update_batch_size' % self.train_update_batch_size)
+        if self.test_iter < -1:
+            raise ConfigError('--test_iter=%d: give a checkpoint\'s iteration, or -1 for the '
+                              'latest' % self.test_iter)
+        if self.num_updates > MAX_NUM_UPDATES:
+            raise ConfigError('--num_updates=%d: at most %d (every inner step is unrolled into '
+                              'the compiled step, whose tracing time and memory grow with it)'
+                              % (self.num_updates, MAX_NUM_UPDATES))
         if self.train and self.pretrain_iterations + self.metatrain_iterations == 0:
             raise ConfigError('nothing to train: --pretrain_iterations and --metatrain_iterations '
                               'are both 0 (use --train=False to test)')
         if self.datasource != 'sinusoid' and self.num_classes < 2:
             raise ConfigError('--num_classes=%d: classification needs at least 2 classes'
                               % self.num_classes)
+        self._check_memory(available_memory())
         return self
+
+    def _check_memory(self, available):
+        needed = self.memory_needed()
+        if available is not None and needed > available:
+            sizes = ['meta_batch_size', 'update_batch_size', 'num_updates']
+            sizes += ['num_classes'] if self.classification else []
+            sizes += ['num_filters'] if self.conv_net else []
+            raise ConfigError('%s need at least %.3g GB of memory for one step, more than the '
+                              '%.3g GB available: make them smaller' % (
+                                  ', '.join('--%s=%d' % (n, getattr(self, n)) for n in sizes),
+                                  needed / 1e9, available / 1e9))
+
+    def memory_needed(self):
+        """A lower bound of the bytes one step holds at once (float32): the
+        meta-batch, the weights with one fast copy per task and inner step, and
+        every layer's output per example and inner step, all kept for the
+        meta-gradient. A run needs more (TensorFlow, the images, gradients)."""
+        tasks = self.meta_batch_size if self.train else 1
+        examples = (self.num_classes if self.classification else 1) * self.num_samples_per_class
+        meta_training = self.train and self.num_iterations > self.num_pretrain_iterations
+        steps = self.num_updates if meta_training else 1
+        weights, activations = self._network_sizes()
+        floats = (tasks * examples * (self.dim_input + self.dim_output)
+                  + weights * (1 + tasks * steps)
+                  + tasks * examples * activations * steps)
+        return 4 * floats
+
+    def _network_sizes(self):
+        """(weights, one example's layer outputs) of the network maml.MAML builds."""
+        if not self.conv_net:
+            dims = [self.dim_input] + ([256, 128, 64, 64] if self.classification else [40, 40]) \
+                + [self.dim_output]
+            return (sum(a * b + b for a, b in zip(dims, dims[1:])), sum(dims[1:]))
+        filters, size, outputs = self.num_filters, self.img_size, 0
+        for _ in range(4):
+            if self.max_pool:  # the convolution at full size, then a 2x2 pool
+                outputs += size * size * filters
+                size //= 2
+            else:  # a strided convolution
+                size = (size + 1) // 2
+                outputs += size * size * filters
+        head = filters * size * size if self.flattened_head else filters
+        weights = (9 * self.channels * filters + 3 * 9 * filters * filters + 4 * filters
+                   + (head + 1) * self.dim_output)
+        return weights, outputs + self.dim_output
 
     def thread_settings(self, cpu_count):
         """(inter_op, intra_op) thread counts for TensorFlow; 0 keeps its default.

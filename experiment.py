@@ -28,7 +28,7 @@ import folder_lock
 import schedule as schedule_module
 from checkpoint import CheckpointError, RunState
 from config import ConfigError
-from data_generator import DataGenerator, numpy_global_state, set_numpy_global_state
+from data_generator import DataError, DataGenerator, numpy_global_state, set_numpy_global_state
 from maml import MAML
 from progress import Progress
 from schedule import Schedule
@@ -431,6 +431,13 @@ def run(config):
                   '--resume=False to start afresh).'
                   % (exp_dir, _next_iteration(found), config.num_iterations))
         return 0
+    if config.classification:
+        # The class and image counts, before the experiment folder is made:
+        # data rejected here leaves nothing behind (task_list raises DataError).
+        data.task_list(config.train)
+        if config.train:
+            data.task_list(False)  # the validation split
+    made = _missing_folders(exp_dir) if config.train and is_chief else []
     if config.train:
         if is_chief:
             check_writable(exp_dir)
@@ -484,12 +491,42 @@ def run(config):
         if config.train:
             return train(config, steps, data, exp_dir, state)
         return test(config, steps, data, exp_dir)
+    except DataError:
+        # An image found unreadable while loading: a folder this run made goes
+        # again, if it holds nothing but the lock.
+        _remove_if_empty(exp_dir, made)
+        raise
     except distribute.PEER_FAILURES as e:
         if cluster is None:
             raise
         raise distribute.lost_worker_error(
             cluster, e, 'Rerun the same commands on every worker to resume from the last '
             'checkpoint in %s.' % exp_dir)
+
+
+def _missing_folders(path):
+    """The folders of path that do not exist yet, deepest first."""
+    missing, path = [], os.path.abspath(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
+
+
+def _remove_if_empty(exp_dir, made):
+    """Remove these folders (made by this run, deepest first) while they hold
+    nothing, exp_dir's lock aside."""
+    try:
+        if not made or os.listdir(exp_dir) != [folder_lock.LOCK_NAME]:
+            return
+        folder_lock.release(exp_dir, remove=True)
+    except OSError:  # gone or unreadable already: leave it
+        return
+    for folder in made:
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty: something else is there now
+            return
 
 
 def _next_iteration(found):

@@ -61,6 +61,11 @@ def hold(folder, job=None, holder=True):
         raise FolderInUse('%s is in use: %s trains there (started as: %s). Wait for it to end, '
                           'stop it, or give this run another --logdir'
                           % (folder, _describe(info), info.get('command', '?')))
+    if not _is_current(f, path):
+        # Removed by a run that gave the folder up (release(remove=True))
+        # between our open and our lock: take the lock of the file there now.
+        f.close()
+        return hold(folder, job, holder)
     if not holder:
         # Nobody trains here yet; this job's chief takes the lock.
         fcntl.flock(f, fcntl.LOCK_UN)
@@ -74,8 +79,19 @@ def hold(folder, job=None, holder=True):
     _held[os.path.abspath(folder)] = f
 
 
-def release(folder):
+def _is_current(f, path):
+    try:
+        return os.path.samestat(os.fstat(f.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
+def release(folder, remove=False):
+    """Give the lock up; remove: delete the lock file too (while still held,
+    so that no other run holds a lock on a file no longer there)."""
     f = _held.pop(os.path.abspath(folder), None)
     if f is not None:
+        if remove:
+            os.remove(os.path.join(folder, LOCK_NAME))
         fcntl.flock(f, fcntl.LOCK_UN)
         f.close()

@@ -14,17 +14,50 @@ main() turning errors and interruptions into exit codes. What a run does is
 experiment.run(config); nothing but the command-line tests imports this file.
 """
 import os
+import signal
 import sys
 
-import tf_env  # noqa: F401 (before TensorFlow loads)
-from absl import app, flags
+INTERRUPTED = ('Interrupted: stopped at once; the last complete checkpoint (if any) is kept. '
+               'Run the same command to resume.')
+EXIT_INTERRUPTED = 130  # Ctrl-C's usual status; SIGTERM too, as training's graceful stop
 
-from checkpoint import CheckpointError
-from config import Config, ConfigError
-from data_generator import DataError
-from distribute import CHOICES, ClusterError, JoinInterrupted, WorkerLost
-from experiment import TrainingStopped, run, set_threads
-from folder_lock import FolderInUse
+
+def _stop_at_once(signum, frame):
+    """Ctrl-C or SIGTERM outside the training loop (TensorFlow's import, loading
+    images, tracing, the test): nothing there is worth finishing, and
+    checkpoints and result files are written atomically, so stop now, with one
+    line. Training's loop installs its own handlers (experiment.StopRequest)."""
+    try:
+        sys.stdout.flush()  # the reference's lines printed so far
+    except Exception:  # noqa: BLE001 (a write it interrupted: nothing better to do)
+        pass
+    try:  # to the standard error saved at start: TensorFlow's import points fd 2 at /dev/null
+        os.write(_STDERR, (INTERRUPTED + '\n').encode())
+    except OSError:  # no standard error (closed, a broken pipe): the status still says it
+        pass
+    os._exit(EXIT_INTERRUPTED)
+
+
+if __name__ == '__main__':
+    # Before the imports below, which take seconds (TensorFlow). A signal
+    # ignored by whoever started us (nohup, a background job) stays ignored.
+    try:
+        _STDERR = os.dup(2)
+    except OSError:  # started without a standard error
+        _STDERR = 2
+    for _signal in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(_signal) is not signal.SIG_IGN:
+            signal.signal(_signal, _stop_at_once)
+
+import tf_env  # noqa: E402,F401 (before TensorFlow loads)
+from absl import app, flags  # noqa: E402
+
+from checkpoint import CheckpointError  # noqa: E402
+from config import Config, ConfigError  # noqa: E402
+from data_generator import DataError  # noqa: E402
+from distribute import CHOICES, ClusterError, JoinInterrupted, WorkerLost  # noqa: E402
+from experiment import TrainingStopped, run, set_threads  # noqa: E402
+from folder_lock import FolderInUse  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -67,7 +100,7 @@ flags.DEFINE_integer('inter_op_threads', -1, 'TensorFlow ops run side by side (0
 flags.DEFINE_integer('intra_op_threads', -1, 'threads within one op (0: TensorFlow\'s default; -1: chosen per configuration)')
 flags.DEFINE_enum('distribute', 'auto', CHOICES, 'where training runs: auto (with TF_CONFIG set, one worker of a MultiWorkerMirroredStrategy job; on a host with several GPUs, all of them; else one device), one_device, mirrored (every GPU of this host), or multi_worker (needs TF_CONFIG); see README "Scaling out"')
 flags.DEFINE_integer('worker_timeout', 60, 'seconds a worker of a multi-worker job waits for the others to join, and for one that stops answering before all stop')
-flags.DEFINE_bool('progress', True, 'show progress (iteration, iterations/s, time left) on stderr: a live bar on a terminal, a line a minute in a log file; stdout keeps the reference\'s lines')
+flags.DEFINE_bool('progress', True, 'show progress on stderr (what the printed numbers are, compiling, iteration, iterations/s, time left; after a test, the labelled results): a live bar on a terminal, a line a minute in a log file; stdout keeps the reference\'s lines')
 flags.DEFINE_integer('seed', None, 'seed numpy, random and TensorFlow for a repeatable run (unset: unseeded, as the reference)')
 
 
@@ -75,9 +108,26 @@ def config_from_flags():
     return Config(**{name: FLAGS[name].value for name in Config.__dataclass_fields__}).validate()
 
 
+def print_error(message):
+    """One `error:` line on stderr: a flag value's line breaks are shown escaped."""
+    message = str(message).replace('\r', '\\r').replace('\n', '\\n')
+    print('error: ' + message, file=sys.stderr, flush=True)
+
+
+def parse_flags(argv):
+    """absl's parsing, with a bad flag as one error line (absl prints two)."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        print_error('%s (see --helpshort for the flags)' % e)
+        sys.exit(1)
+
+
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError('unexpected arguments: %s' % ' '.join(argv[1:]))
+        print_error('unexpected arguments: %s (flags are given as --name=value; see '
+                    '--helpshort)' % ' '.join(argv[1:]))
+        return 1
     try:
         config = config_from_flags()
         set_threads(config)
@@ -85,7 +135,7 @@ def main(argv):
     except (ClusterError, WorkerLost) as e:
         # Ended at once: TensorFlow's own shutdown would wait for the lost
         # workers and log their failure again after this line.
-        print('error: %s' % e, file=sys.stderr, flush=True)
+        print_error(e)
         sys.stdout.flush()
         os._exit(1)
     except JoinInterrupted as e:
@@ -94,22 +144,21 @@ def main(argv):
         sys.stdout.flush()
         os._exit(e.status)
     except (ConfigError, DataError, CheckpointError, TrainingStopped, FolderInUse) as e:
-        print('error: %s' % e, file=sys.stderr)
+        print_error(e)
         return 1
     except KeyboardInterrupt:
-        # Ctrl-C before training started (loading images, tracing) or a second
-        # Ctrl-C during training: stop at once. Checkpoints are written
-        # atomically, so the last complete one is intact.
-        print('Interrupted: stopped at once; the last complete checkpoint (if any) is kept. '
-              'Run the same command to resume.', file=sys.stderr)
-        return 130
+        # A second Ctrl-C during training (outside it, _stop_at_once ends the
+        # process first): stop at once. Checkpoints are written atomically,
+        # so the last complete one is intact.
+        print(INTERRUPTED, file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 HELP_FLAGS = {'--help', '-h', '-?', '--helpshort', '--helpfull', '--helpxml'}
 
 if __name__ == '__main__':
     try:
-        app.run(main)
+        app.run(main, flags_parser=parse_flags)
     except SystemExit as e:
         # absl exits with status 1 after printing the help it was asked for.
         if e.code == 1 and HELP_FLAGS & set(sys.argv[1:]):

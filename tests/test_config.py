@@ -1,8 +1,12 @@
 """The configuration: validation, the reference's names and what follows from the flags."""
 import dataclasses
+import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+import config as config_module
 from config import Config, ConfigError
 
 
@@ -68,6 +72,20 @@ def test_miniimagenet_training_tasks_hold_fifteen_queries_per_class():
     (dict(meta_batch_size=0), '--meta_batch_size=0 must be positive'),
     (dict(pretrain_iterations=0, metatrain_iterations=0), 'nothing to train'),
     (dict(datasource='omniglot', num_classes=1), 'classification needs at least 2 classes'),
+    (dict(meta_batch_size=99999999999999999999),
+     '--meta_batch_size=99999999999999999999 is too large: at most 2147483647'),
+    (dict(worker_timeout=2 ** 31), '--worker_timeout=2147483648 is too large'),
+    (dict(num_updates=100000), '--num_updates=100000: at most 100'),
+    (dict(meta_lr=float('nan')), '--meta_lr=nan: a learning rate must be a positive number'),
+    (dict(update_lr=float('inf')), '--update_lr=inf: a learning rate must be a positive'),
+    (dict(update_lr=-0.0), '--update_lr=-0.0: a learning rate must be a positive'),
+    (dict(train_update_lr=float('nan')), '--train_update_lr=nan: give the positive'),
+    (dict(train_update_batch_size=0), '--train_update_batch_size=0: give the positive'),
+    (dict(test_iter=-2), '--test_iter=-2: give a checkpoint'),
+    (dict(intra_op_threads=100000), '--intra_op_threads=100000: use a thread count up to 4096'),
+    (dict(meta_batch_size=2.5), r'--meta_batch_size=2\.5: expected an integer'),
+    (dict(train='False'), "--train='False': expected true or false"),
+    (dict(logdir='a\0b'), 'holds a NUL character'),
 ])
 def test_validation_refuses_what_cannot_work_naming_the_flag(values, message):
     with pytest.raises(ConfigError, match=message):
@@ -77,3 +95,87 @@ def test_validation_refuses_what_cannot_work_naming_the_flag(values, message):
 def test_a_valid_config_validates_to_itself():
     config = Config(datasource='omniglot')
     assert config.validate() is config
+
+
+@pytest.mark.parametrize('values', [
+    dict(meta_batch_size=1000000000),
+    dict(update_batch_size=300000000),
+    dict(datasource='omniglot', num_filters=100000),
+    dict(datasource='miniimagenet', meta_batch_size=4000, num_updates=5),
+])
+def test_sizes_that_cannot_fit_in_memory_are_refused_naming_them(values, monkeypatch):
+    monkeypatch.setattr(config_module, 'available_memory', lambda: 16 * 10 ** 9)
+    with pytest.raises(ConfigError, match=r'need at least .* GB of memory for one step, more than '
+                                          r'the 16 GB available: make them smaller') as e:
+        Config(**values).validate()
+    for name, value in values.items():
+        if name != 'datasource':
+            assert '--%s=%d' % (name, value) in str(e.value)
+
+
+def test_the_papers_settings_fit_in_four_gigabytes(monkeypatch):
+    monkeypatch.setattr(config_module, 'available_memory', lambda: 4 * 10 ** 9)
+    for values in [dict(norm='None', update_batch_size=10),
+                   dict(datasource='omniglot', meta_batch_size=32, update_batch_size=5),
+                   dict(datasource='omniglot', meta_batch_size=16, num_classes=20,
+                        update_batch_size=1, num_updates=5),
+                   dict(datasource='miniimagenet', meta_batch_size=4, update_batch_size=5,
+                        num_updates=5, num_filters=32, max_pool=True)]:
+        Config(**values).validate()
+
+
+def test_the_memory_needed_grows_with_every_size_flag():
+    base = dict(datasource='miniimagenet', meta_batch_size=2, update_batch_size=1,
+                num_updates=2, num_filters=8, num_classes=5)
+    needed = Config(**base).memory_needed()
+    for name in ('meta_batch_size', 'update_batch_size', 'num_updates', 'num_filters',
+                 'num_classes'):
+        assert Config(**dict(base, **{name: base[name] * 2})).memory_needed() > needed, name
+
+
+def test_available_memory_is_a_positive_number_of_bytes_here():
+    assert config_module.available_memory() > 0
+
+
+# ------------------------------------------------------------------- fuzzing
+# Any values the flags can hold (absl parses integers of any size and floats
+# with nan and inf), now and then one of another type (a Config built in a
+# notebook): validation gives a Config or a ConfigError, never anything else.
+_INTS = st.one_of(st.integers(-3, 40), st.integers(-2 ** 70, 2 ** 70))
+_FLOATS = st.one_of(st.sampled_from([-1, 0.0, -0.0, 1e-3, 0.4]), st.floats())
+_TEXTS = st.text(max_size=12)
+_OTHER_TYPES = st.one_of(st.none(), st.booleans(), st.floats(), st.text(max_size=3))
+_CHOICES = {'datasource': config_module.DATASOURCES, 'norm': config_module.NORMS,
+            'baseline': (None, 'oracle'), 'distribute': ('auto', 'one_device', 'mirrored')}
+
+
+def _values_of(field):
+    kind, optional = config_module._type_of(field)
+    values = {int: _INTS, float: _FLOATS, bool: st.booleans(), str: _TEXTS}[kind]
+    if field.name in _CHOICES:
+        values = st.one_of(st.sampled_from(_CHOICES[field.name]), values)
+    if optional:
+        values = st.one_of(st.none(), values)
+    return st.one_of(values, _OTHER_TYPES) if kind is not bool else values
+
+
+_FLAG_VALUES = st.fixed_dictionaries(
+    {}, optional={f.name: _values_of(f) for f in dataclasses.fields(Config)})
+
+
+@settings(max_examples=500, deadline=None, derandomize=True, database=None)
+@given(values=_FLAG_VALUES)
+def test_any_flag_values_validate_to_a_config_or_a_config_error(values):
+    try:
+        config = Config(**values).validate()
+    except ConfigError as e:
+        assert str(e)
+        return
+    # What a run derives from a valid config works, within the bounds.
+    assert config.exp_string and config.thread_settings(2)
+    assert 0 < config.memory_needed()
+    assert all(getattr(config, name) <= config_module.INT32_MAX
+               for name in ('meta_batch_size', 'update_batch_size', 'num_classes',
+                            'num_filters', 'metatrain_iterations', 'worker_timeout'))
+    assert 0 < config.num_updates <= config_module.MAX_NUM_UPDATES
+    assert math.isfinite(config.meta_lr) and math.isfinite(config.update_lr)

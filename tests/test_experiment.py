@@ -14,6 +14,7 @@ import experiment
 import schedule
 import steps
 from config import Config
+from data_generator import DataError
 from conftest import final_weights, tiny_miniimagenet, two_cpu_strategy
 
 
@@ -161,3 +162,41 @@ def test_a_classification_test_ends_with_its_accuracies_labelled_on_stderr(
         ['after 1 step'] + ['after %d steps' % j for j in range(2, 11)]
     assert all(re.fullmatch(r' +.+ +\d\.\d{4} \+- \d\.\d{4}', r) for r in rows), rows
     assert lines[-1].startswith('Wrote %s' % os.path.join(config.logdir, config.exp_string))
+
+
+# ---------------------------------------------------------- data rejected
+def _tiny_miniimagenet_config(tmp_path, **data):
+    return Config(datasource='miniimagenet', num_filters=2, meta_batch_size=1,
+                  update_batch_size=1, max_pool=True, metatrain_iterations=2, log=False,
+                  progress=False, logdir=str(tmp_path / 'logs' / 'new'),
+                  data_folder=tiny_miniimagenet(str(tmp_path / 'data'), **data))
+
+
+def test_data_with_too_few_images_is_refused_before_any_experiment_folder_is_made(tmp_path):
+    # Training tasks need 16 images per class (1 shot plus 15 queries).
+    config = _tiny_miniimagenet_config(tmp_path, classes=5, images=10)
+    with pytest.raises(DataError, match='has 10 images, fewer than the 16 per class'):
+        experiment.run(config)
+    assert os.listdir(str(tmp_path)) == ['data']
+
+
+def test_an_unreadable_image_found_while_loading_leaves_no_experiment_folder_behind(tmp_path):
+    config = _tiny_miniimagenet_config(tmp_path, classes=5)
+    bad = sorted(glob.glob(os.path.join(config.data_folder, 'train', '*', '*.jpg')))[0]
+    with open(bad, 'wb') as f:
+        f.write(b'not a jpeg')
+    with pytest.raises(DataError, match='cannot read image'):
+        experiment.run(config)
+    assert os.listdir(str(tmp_path)) == ['data']
+
+
+def test_a_data_error_keeps_an_experiment_folder_that_existed_before(tmp_path):
+    config = _tiny_miniimagenet_config(tmp_path, classes=5)
+    exp_dir = os.path.join(config.logdir, config.exp_string)
+    os.makedirs(exp_dir)
+    bad = sorted(glob.glob(os.path.join(config.data_folder, 'train', '*', '*.jpg')))[0]
+    with open(bad, 'wb') as f:
+        f.write(b'not a jpeg')
+    with pytest.raises(DataError):
+        experiment.run(config)
+    assert os.path.isdir(exp_dir)

@@ -2,17 +2,28 @@
 
 Every test here runs main.py in a subprocess (marked slow). Resuming a stopped
 run is tested in test_reliability.py."""
+import contextlib
 import csv
 import glob
 import os
 import pickle
 import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from hypothesis import Phase, given, settings
+from hypothesis import strategies as st
 
-from conftest import SINE, SINE_EXP, run_main
+from conftest import MAIN, REPO_ROOT, SINE, SINE_EXP, WAIT_TIMEOUT, run_main, wait_for_line
+
+INTERRUPTED = ('Interrupted: stopped at once; the last complete checkpoint (if any) is kept. '
+               'Run the same command to resume.\n')
 
 
 @pytest.fixture(scope='module')
@@ -128,13 +139,25 @@ def test_training_afresh_moves_the_earlier_runs_checkpoints_aside(tmp_path):
     (['--train=False'], 'no checkpoint to test'),
     (['--inter_op_threads=-2'], '--inter_op_threads=-2: use a thread count'),
     (['--seed=-1'], '--seed=-1: numpy takes seeds from 0 to 2**32 - 1'),
+    (['--meta_batch_size=99999999999999999999'], '--meta_batch_size=99999999999999999999 is too '
+                                                  'large: at most 2147483647'),
+    (['--meta_batch_size=1000000000'], 'GB of memory for one step'),
+    (['--update_batch_size=300000000'], 'GB of memory for one step'),
+    (['--num_updates=100000'], '--num_updates=100000: at most 100'),
+    (['--meta_lr=nan'], '--meta_lr=nan: a learning rate must be a positive number'),
+    (['--update_lr=-0.0'], '--update_lr=-0.0: a learning rate must be a positive number'),
+    (['--test_iter=-5'], '--test_iter=-5: give a checkpoint'),
+    (['--meta_batch_size=many'], "flag --meta_batch_size=many: invalid literal for int()"),
+    (['--no_such_flag=1'], "Unknown command line flag 'no_such_flag'"),
+    (['logs/'], 'unexpected arguments: logs/'),
+    (['--datasource=a\nb'], 'unknown --datasource=a\\nb'),
 ])
 def test_bad_input_gives_one_clear_line_and_a_failing_exit(tmp_path, args, message):
     proc = run_main(args + ['--logdir=' + str(tmp_path)], check=False)
     assert proc.returncode != 0
     assert 'Traceback' not in proc.stderr
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith('error: ') and message in last, proc.stderr
+    assert proc.stderr.count('\n') == 1 and proc.stderr.startswith('error: '), proc.stderr
+    assert message in proc.stderr, proc.stderr
 
 
 @pytest.mark.slow
@@ -224,3 +247,131 @@ def test_on_a_terminal_progress_is_a_live_bar_on_stderr(tmp_path):
                                                 'Iteration 1000: ')[1].splitlines()[0],
                                             'Iteration 2000: ' + stdout.decode().split(
                                                 'Iteration 2000: ')[1].splitlines()[0]]
+
+
+# ------------------------------------------------------------- interruptions
+@contextlib.contextmanager
+def _started(args, **env):
+    """main.py running with these flags (and environment variables); killed on the way out."""
+    proc = subprocess.Popen([sys.executable, MAIN] + args, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+                            env=dict(os.environ, **env))
+    proc.stdout_read, proc.lines_scanned = b'', 0  # for wait_for_line
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def _wait_for_tensorflow_to_load(proc):
+    """Return once TensorFlow's library is mapped into the process (its import is under way)."""
+    deadline = time.monotonic() + WAIT_TIMEOUT
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with open('/proc/%d/maps' % proc.pid) as f:
+                if 'libtensorflow' in f.read():
+                    return
+        except OSError:
+            pass
+        time.sleep(0.01)
+    pytest.fail('TensorFlow never loaded (exit %s)' % proc.poll())
+
+
+def _half_a_second_after_start(proc):
+    time.sleep(0.5)
+
+
+def _as_tensorflow_loads(proc):
+    _wait_for_tensorflow_to_load(proc)
+
+
+def _a_second_after_tensorflow_loads(proc):
+    _wait_for_tensorflow_to_load(proc)
+    time.sleep(1)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir('/proc'), reason='reads /proc/PID/maps')
+@pytest.mark.parametrize('moment, signum', [
+    (_half_a_second_after_start, signal.SIGINT),
+    (_as_tensorflow_loads, signal.SIGINT),
+    (_a_second_after_tensorflow_loads, signal.SIGINT),
+    (_as_tensorflow_loads, signal.SIGTERM),
+], ids=['ctrl-c half a second in', 'ctrl-c as tensorflow loads',
+        'ctrl-c a second after tensorflow loads', 'sigterm as tensorflow loads'])
+def test_a_signal_during_start_up_stops_with_one_line_and_status_130(tmp_path, moment, signum):
+    with _started(SINE + ['--metatrain_iterations=1000000', '--logdir=%s' % tmp_path]) as proc:
+        moment(proc)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=WAIT_TIMEOUT)
+    assert (proc.returncode, err, out) == (130, INTERRUPTED, '')
+
+
+@pytest.mark.slow
+def test_sigterm_while_testing_stops_with_one_line_and_status_130(trained):
+    logdir, _ = trained
+    # Unbuffered: the line saying the checkpoint is restored arrives at once.
+    with _started(SINE + ['--train=False', '--logdir=' + logdir], PYTHONUNBUFFERED='1') as proc:
+        wait_for_line(proc, 'Restoring model weights from ')
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=WAIT_TIMEOUT)
+    assert (proc.returncode, err) == (130, INTERRUPTED)
+    assert 'Mean validation accuracy/loss' not in out
+
+
+# ------------------------------------------------------------------- fuzzing
+_NOT_A_NUMBER = st.text(st.characters(blacklist_categories=('Cs',), blacklist_characters='\0'),
+                        min_size=1, max_size=8).filter(lambda t: not _parses(t))
+_BAD_SIZE = st.one_of(st.integers(max_value=0), st.integers(min_value=2 ** 31),
+                      _NOT_A_NUMBER)
+_BAD_RATE = st.one_of(st.sampled_from(['nan', 'inf', '-inf', '-0.0', '0']),
+                      st.floats(max_value=0), _NOT_A_NUMBER)
+_BAD_CHOICE = st.text(st.characters(blacklist_categories=('Cs',), blacklist_characters='\0'),
+                      max_size=8)
+# For each flag, values that are wrong whatever the other flags say.
+_BAD_VALUES = {
+    'meta_batch_size': _BAD_SIZE, 'update_batch_size': _BAD_SIZE, 'num_classes': _BAD_SIZE,
+    'num_filters': _BAD_SIZE, 'num_updates': st.one_of(_BAD_SIZE, st.integers(101, 10 ** 6)),
+    'metatrain_iterations': st.one_of(st.integers(max_value=-1), st.integers(min_value=2 ** 31)),
+    'pretrain_iterations': st.integers(max_value=-1),
+    'meta_lr': _BAD_RATE, 'update_lr': _BAD_RATE,
+    'train_update_lr': _BAD_RATE.filter(lambda v: v not in (-1, -1.0)),
+    'train_update_batch_size': st.one_of(st.integers(max_value=-2), st.just(0)),
+    'test_iter': st.integers(max_value=-2), 'seed': st.integers(max_value=-1),
+    'inter_op_threads': st.one_of(st.integers(max_value=-2), st.integers(min_value=4097)),
+    'worker_timeout': st.integers(max_value=0),
+    'datasource': _BAD_CHOICE.filter(lambda t: t not in ('sinusoid', 'omniglot',
+                                                         'miniimagenet')),
+    'norm': _BAD_CHOICE.filter(lambda t: t not in ('batch_norm', 'layer_norm', 'None')),
+    'distribute': _BAD_CHOICE.filter(lambda t: t not in ('auto', 'one_device', 'mirrored',
+                                                         'multi_worker')),
+    'train': st.sampled_from(['maybe', '2', '']),
+}
+_BAD_COMMAND_LINES = st.lists(st.sampled_from(sorted(_BAD_VALUES)), min_size=1, max_size=3,
+                              unique=True).flatmap(
+    lambda names: st.tuples(*[_BAD_VALUES[n].map(lambda v, n=n: '--%s=%s' % (n, v))
+                              for n in names]))
+
+
+def _parses(text):
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+@pytest.mark.slow
+# No shrinking: each example is a process start; a failure shows its line as drawn.
+@settings(max_examples=8, deadline=None, derandomize=True, database=None,
+          phases=[Phase.explicit, Phase.generate])
+@given(bad=_BAD_COMMAND_LINES)
+def test_any_bad_flag_values_give_one_error_line_and_a_failing_exit_without_hanging(bad):
+    with tempfile.TemporaryDirectory() as logdir:
+        # Should a line be valid after all, it trains one iteration and fails the test.
+        proc = run_main(['--logdir=' + logdir, '--metatrain_iterations=1', '--progress=False']
+                        + list(bad), check=False, timeout=WAIT_TIMEOUT)
+    assert proc.returncode == 1, (bad, proc.stderr[-2000:])
+    assert proc.stderr.startswith('error: ') and proc.stderr.count('\n') == 1, (bad, proc.stderr)
