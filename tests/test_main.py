@@ -313,7 +313,9 @@ def test_a_signal_during_start_up_stops_with_one_line_and_status_130(tmp_path, m
 def test_sigterm_while_testing_stops_with_one_line_and_status_130(trained):
     logdir, _ = trained
     # Unbuffered: the line saying the checkpoint is restored arrives at once.
-    with _started(SINE + ['--train=False', '--logdir=' + logdir], PYTHONUNBUFFERED='1') as proc:
+    # --progress=False: the compiling line and the progress would come before it.
+    with _started(SINE + ['--train=False', '--progress=False', '--logdir=' + logdir],
+                  PYTHONUNBUFFERED='1') as proc:
         wait_for_line(proc, 'Restoring model weights from ')
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=WAIT_TIMEOUT)
