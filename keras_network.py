@@ -1,9 +1,10 @@
 """Keras models as MAML networks, with normalisation whose second derivative is exact.
 
 `KerasNetwork(model)` meta-learns a built Keras 3 model (functional, Sequential
-or subclassed): a forward pass on given weights is
-`model.stateless_call(trainable_values, non_trainable_values, x, training=True)`,
-so the inner loop's fast weights are plain tensors and the meta-gradient
+or subclassed): a forward pass on given weights is what
+`model.stateless_call(trainable_values, non_trainable_values, x, training=True)`
+computes (see KerasNetwork._forward for why not that call itself), so the
+inner loop's fast weights are plain tensors and the meta-gradient
 reaches the model's variables through every inner step. `training=True`
 throughout: normalisation uses each task's own batch statistics, as the
 reference does; the moving averages are not used (the updates stateless_call
@@ -122,6 +123,7 @@ class KerasNetwork(ForwardFunction):
         trainable = model.trainable_variables
         if not any(v.dtype.startswith('float') for v in trainable):
             raise NetworkError('Keras model %r has no trainable float weights' % model.name)
+        self._trainable = trainable
         self._paths = [v.path for v in trainable]
         if adapted is None:
             norm_weights = {id(v) for layer in layers if isinstance(layer, _NORM_LAYERS)
@@ -131,10 +133,16 @@ class KerasNetwork(ForwardFunction):
                          checkpoint_names, map_tasks)
 
     def _forward(self, inp, weights):
-        non_trainable = [v.value for v in self.model.non_trainable_variables]
-        outputs, _ = self.model.stateless_call([weights[p] for p in self._paths], non_trainable,
-                                               inp, training=True)
-        return outputs
+        # What model.stateless_call(trainable, non_trainable, inp, training=True)
+        # does, but through model(...) rather than model.call(...): Keras then
+        # hands training=True down to every layer, also in a subclassed model
+        # whose call() takes no `training` (stateless_call would pass it to
+        # call() itself: a TypeError there, and inference-mode normalisation
+        # in the nested layers). State updates (moving averages) are dropped.
+        mapping = list(zip(self._trainable, [weights[p] for p in self._paths]))
+        mapping += [(v, v.value) for v in self.model.non_trainable_variables]
+        with keras.StatelessScope(state_mapping=mapping):
+            return self.model(inp, training=True)
 
 
 def _refuse_random_layers(layers):
