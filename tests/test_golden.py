@@ -109,6 +109,12 @@ def test_golden_model_step_on_the_same_network_written_as_a_keras_model(filename
     check_model_step(os.path.join(GOLDEN_DIR, filename), Replicas(), build=_keras_maml)
 
 
+@pytest.mark.parametrize('filename', _model_step_files())
+def test_golden_model_step_on_the_keras_model_split_over_two_replicas(filename):
+    check_model_step(os.path.join(GOLDEN_DIR, filename), Replicas(two_cpu_strategy()),
+                     build=_keras_maml)
+
+
 def _builtin_maml(config):
     return MAML(config, seed=0)
 
