@@ -115,6 +115,8 @@ class KerasNetwork(ForwardFunction):
         if not model.built:
             raise NetworkError('Keras model %r is not built: call it once on a batch, or '
                                'model.build(input_shape), before meta-learning it' % model.name)
+        # Every layer at any depth (Keras has no public recursive listing;
+        # model.layers stops at the first level of a subclassed model).
         layers = list(model._flatten_layers(include_self=False, recursive=True))
         _refuse_random_layers(layers)
         if exact_only and not stop_grad:

@@ -253,6 +253,33 @@ def test_layers_drawing_random_numbers_are_refused_saying_what_maml_would_do(lay
         KerasNetwork(model, stop_grad=True)
 
 
+def test_a_subclassed_models_nested_batch_norm_uses_each_tasks_own_statistics():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__(dtype=F64)
+            self.dense = LAYERS.Dense(3, dtype=F64)
+            self.norm = ExactBatchNormalization(center=False, scale=False, dtype=F64)
+
+        def call(self, x):  # no `training` argument: Keras hands it down
+            return self.norm(self.dense(x))
+    model = Net()
+    model(np.zeros((1, 4)))
+    network = KerasNetwork(model)
+    rng = np.random.default_rng(0)
+    tasks = tf.constant(np.stack([rng.normal(0, 1, (6, 4)), rng.normal(5, 3, (6, 4))]))
+    out = network.forward_tasks(tasks, {}).numpy()
+    # Each task normalised by its own batch: zero mean, unit variance per unit.
+    np.testing.assert_allclose(out.mean(axis=1), 0, atol=1e-12)
+    np.testing.assert_allclose(out.var(axis=1), 1, rtol=1e-2)
+
+
+def test_a_model_without_trainable_float_weights_is_refused():
+    model = keras.Sequential([LAYERS.ReLU()])
+    model.build((None, 4))
+    with pytest.raises(NetworkError, match='has no trainable float weights'):
+        KerasNetwork(model)
+
+
 def test_an_unbuilt_model_is_refused():
     with pytest.raises(NetworkError, match='is not built: call it once on a batch'):
         KerasNetwork(keras.Sequential([LAYERS.Dense(5)]))
