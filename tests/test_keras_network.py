@@ -84,15 +84,15 @@ def _config(num_updates, **overrides):
                   num_updates=num_updates, **overrides)
 
 
-def _finite_difference_error(keras_model, num_updates, exact_only=True, seed=0, per_variable=8):
+def _finite_difference_error(build, num_updates, exact_only=True, seed=0, per_variable=8):
     """Largest relative error of the meta-gradient against central differences
     of the meta-objective (split b's loss after num_updates inner steps).
 
     Each checked element's error is |g - fd| / max(|fd|, 1e-3 * largest |fd|),
     on up to `per_variable` random elements of every variable.
     """
-    keras.utils.set_random_seed(seed)
-    model = MAML(_config(num_updates), network=KerasNetwork(keras_model, exact_only=exact_only))
+    keras.utils.set_random_seed(seed)  # the same initial weights on every run
+    model = MAML(_config(num_updates), network=KerasNetwork(build(), exact_only=exact_only))
     batch = _batch(seed)
     _, grads = tf.function(model.metatrain_gradients)(*batch)
     objective = tf.function(lambda: model.meta_batch(*batch, num_updates)['total_losses2'][-1])
@@ -128,7 +128,7 @@ def _finite_difference_error(keras_model, num_updates, exact_only=True, seed=0, 
 ], ids=['conv_batch_norm_max_pool_2_steps', 'dense_layer_norm_3_steps',
         'subclassed_strided_conv_layer_norm_2_steps'])
 def test_meta_gradient_of_a_keras_model_matches_central_finite_differences(build, num_updates):
-    assert _finite_difference_error(build(), num_updates) < 1e-6
+    assert _finite_difference_error(build, num_updates) < 1e-6
 
 
 @pytest.mark.parametrize('build, num_updates', [
@@ -139,7 +139,7 @@ def test_keras_own_normalization_fails_the_finite_difference_check(build, num_up
     # The same nets and data as the first two cases above with Keras's own
     # layers: their moments stop the gradient through the mean, so the second
     # order is off (by far more than the exact layers' error).
-    assert _finite_difference_error(build(), num_updates, exact_only=False) > 1e-3
+    assert _finite_difference_error(build, num_updates, exact_only=False) > 1e-3
 
 
 def test_exact_normalization_layers_compute_the_values_of_keras_own():
