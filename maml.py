@@ -1,101 +1,56 @@
-"""Model-Agnostic Meta-Learning: the model, its inner loop and its outer step.
+"""Model-Agnostic Meta-Learning: the inner loop and the outer step, on a network.
 
-`forward(inp, weights)` takes a dict of weights, so the fast weights of the
-inner loop are just another dict. A meta-batch runs as one set of batched ops:
-every tensor has the task as its axis 0, the fast weights carry one copy per
-task (`[tasks, ...]`), and normalisation statistics are taken per task, so the
+The network (networks.py: its variables, which of them the inner loop adapts,
+their checkpoint names and `forward(inp, weights)`) is apart from the
+algorithm here. `forward` takes a dict of weights, so the fast weights of the
+inner loop are just another dict. A meta-batch runs as one call: every tensor
+has the task as its axis 0, the fast weights carry one copy per task
+(`[tasks, ...]`), and normalisation statistics are taken per task, so the
 result is the reference's per-task `task_metalearn` mapped over the batch.
 """
-import numpy as np
 import tensorflow as tf
 
-from utils import (Adam, accuracy, batched_dense, conv_block, glorot_uniform, mse, normalize,
-                   standard_normal, truncated_normal, xent)
+from networks import ReferenceNetwork
+from utils import Adam, accuracy, mse, xent
 
 
 class MAML:
-    def __init__(self, config, seed=None):
+    """The algorithm (inner loop, meta-objective, meta-gradient) on a network.
+
+    network: a networks.Network; default the reference's net for `config`
+    (ReferenceNetwork(config, seed)).
+    """
+
+    def __init__(self, config, seed=None, network=None):
         self.config = config
         self.dim_input, self.dim_output = config.dim_input, config.dim_output
         self.classification = config.classification
         self.update_lr = config.update_lr
-        rng = np.random.default_rng(seed)
-        # tf1_names maps each trainable variable to its name in the reference's
-        # checkpoints, in the reference's creation order.
-        self.tf1_names = {}
-        if config.conv_net:
-            self.channels, self.img_size = config.channels, config.img_size
-            self.weights = self._construct_conv_weights(rng)
-            norm_scopes = ['0', '1', '2', '3']
-            norm_sizes = [config.num_filters] * 4
-        else:
-            self.dim_hidden = [40, 40] if not self.classification else [256, 128, 64, 64]
-            self.weights = self._construct_fc_weights(rng)
-            # The reference's fc net names its norm scopes 0, 2, 3, ... (no 1).
-            norm_scopes = ['0'] + [str(i + 1) for i in range(1, len(self.dim_hidden))]
-            norm_sizes = self.dim_hidden
-        self.norm_params = self._construct_norm_params(norm_scopes, norm_sizes)
-        self.norm_scopes = norm_scopes
+        self.network = network if network is not None else ReferenceNetwork(config, seed)
+        variables = self.network.initial_weights()
+        # The inner loop's weights: the adapted variables only.
+        self.weights = {key: variables[key] for key in self.network.adapted}
+        # tf1_names maps each trainable variable to its checkpoint name (the
+        # reference's TF1 names for the built-in nets), in creation order.
+        self.tf1_names = {var.ref(): self.network.checkpoint_names[key]
+                          for key, var in variables.items()}
         self.variables = list(self.tf1_names)
         self.pretrain_optimizer = Adam(self.named_variables(), config.meta_lr)
         self.metatrain_optimizer = Adam(self.named_variables(), config.meta_lr)
 
-    # ---------------------------------------------------------------- weights
-    def _new_variable(self, key, value, tf1_name, weights=None):
-        var = tf.Variable(value, name=key)
-        self.tf1_names[var.ref()] = tf1_name
-        if weights is not None:
-            weights[key] = var
-        return var
+    # The built-in net's normalisation parameters and scopes, read (and in
+    # tests swapped) through the model as before the network had its own class.
+    @property
+    def norm_params(self):
+        return self.network.norm_params
 
-    def _unnamed(self):
-        # TF1 gave unnamed variables `Variable`, `Variable_1`, ... in order.
-        count = sum(1 for n in self.tf1_names.values() if n.startswith('model/Variable'))
-        return 'model/Variable' + ('_%d' % count if count else '')
+    @norm_params.setter
+    def norm_params(self, value):
+        self.network.norm_params = value
 
-    def _construct_fc_weights(self, rng):
-        weights = {}
-        dims = [self.dim_input] + self.dim_hidden + [self.dim_output]
-        for i in range(len(dims) - 1):
-            self._new_variable('w%d' % (i + 1), truncated_normal([dims[i], dims[i + 1]], 0.01, rng),
-                               self._unnamed(), weights)
-            self._new_variable('b%d' % (i + 1), tf.zeros([dims[i + 1]]), self._unnamed(), weights)
-        return weights
-
-    def _construct_conv_weights(self, rng):
-        weights = {}
-        filters, channels = self.config.num_filters, self.channels
-        for i in range(1, 5):
-            shape = [3, 3, channels if i == 1 else filters, filters]
-            self._new_variable('conv%d' % i, glorot_uniform(shape, rng), 'model/conv%d' % i, weights)
-            self._new_variable('b%d' % i, tf.zeros([filters]), self._unnamed(), weights)
-        if self.config.flattened_head:
-            # The last feature map flattened: 5x5 after four 2x2 max pools of 84x84.
-            w5 = glorot_uniform([filters * self._final_spatial() ** 2, self.dim_output], rng)
-        else:
-            w5 = standard_normal([filters, self.dim_output], rng)  # std 1.0, as the reference
-        self._new_variable('w5', w5, 'model/w5', weights)
-        self._new_variable('b5', tf.zeros([self.dim_output]), 'model/b5', weights)
-        return weights
-
-    def _final_spatial(self):
-        size = self.img_size
-        for _ in range(4):
-            size = (size + 1) // 2 if not self.config.max_pool else size // 2
-        return size
-
-    def _construct_norm_params(self, scopes, sizes):
-        params = {}
-        for scope, size in zip(scopes, sizes):
-            if self.config.norm == 'None':
-                params[scope] = None
-                continue
-            params[scope] = {'beta': self._new_variable(
-                'beta', tf.zeros([size]), 'model/%s/beta' % scope)}
-            if self.config.norm == 'layer_norm':
-                params[scope]['gamma'] = self._new_variable(
-                    'gamma', tf.ones([size]), 'model/%s/gamma' % scope)
-        return params
+    @property
+    def norm_scopes(self):
+        return self.network.norm_scopes
 
     def named_variables(self):
         """Every trainable variable by its reference checkpoint name, in creation order."""
@@ -105,40 +60,13 @@ class MAML:
     def trainable_variables(self):
         return [ref.deref() for ref in self.variables]
 
-    # ---------------------------------------------------------------- forward
     def forward(self, inp, weights, identical_tasks=False):
         """inp [tasks, examples, dim_input] -> logits or predictions [tasks, examples, dim_output].
 
-        weights: dict of shared tensors (the variables) or of per-task tensors
-        with a leading task axis (fast weights). identical_tasks: the per-task
-        weights are still copies of one set (before the first inner step), so
-        convolutions may run on the whole meta-batch at once.
+        weights: the adapted weights, shared or per task (a leading task axis);
+        see networks.py.
         """
-        if self.config.conv_net:
-            return self._forward_conv(inp, weights, identical_tasks)
-        return self._forward_fc(inp, weights)
-
-    def _forward_fc(self, inp, weights):
-        hidden = inp
-        for i, scope in enumerate(self.norm_scopes):
-            hidden = batched_dense(hidden, weights['w%d' % (i + 1)], weights['b%d' % (i + 1)])
-            hidden = normalize(hidden, self.config.norm, self.norm_params[scope])
-        last = len(self.norm_scopes) + 1
-        return batched_dense(hidden, weights['w%d' % last], weights['b%d' % last])
-
-    def _forward_conv(self, inp, weights, identical_tasks=False):
-        shape = tf.shape(inp)
-        hidden = tf.reshape(inp, tf.concat(
-            [shape[:2], [self.img_size, self.img_size, self.channels]], 0))
-        for i, scope in enumerate(self.norm_scopes):
-            hidden = conv_block(hidden, weights['conv%d' % (i + 1)], weights['b%d' % (i + 1)],
-                                self.config.norm, self.norm_params[scope], self.config.max_pool,
-                                identical_tasks, fused_norm=self.config.stop_grad)
-        if self.config.flattened_head:
-            hidden = tf.reshape(hidden, tf.concat([shape[:2], [-1]], 0))
-        else:
-            hidden = tf.reduce_mean(hidden, [2, 3])
-        return batched_dense(hidden, weights['w5'], weights['b5'])
+        return self.network.forward_tasks(inp, weights, identical_tasks)
 
     def loss(self, pred, label):
         """Per task (regression) or per example (classification) losses."""

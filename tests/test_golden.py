@@ -7,7 +7,10 @@ original TF1 program produced) becomes its own test case:
   batch and compare losses, accuracies, outputs, meta-gradients and the
   variables after one Adam step; twice, on one device and with the meta-batch
   split over two replicas (a MirroredStrategy over two logical CPU devices),
-  and as a summary iteration (the totals returned by the training step);
+  and as a summary iteration (the totals returned by the training step); and
+  once more on the generic path: the same network written as a plain Keras
+  model (keras_network.reference_keras_model) behind KerasNetwork, at the
+  same tolerances;
 - `sinusoid_batches*.npz`: the sinusoid generator reproduces every batch bit for bit;
 - `tasks_*.json`: the image task lists (class folder split and first tasks).
 Any other file fails: the test does not silently ignore what it cannot read.
@@ -24,6 +27,7 @@ from config import Config
 from conftest import two_cpu_strategy
 from data_generator import DataGenerator
 from distribute import Replicas
+from keras_network import KerasNetwork, reference_checkpoint_names, reference_keras_model
 from maml import MAML
 from steps import Steps
 
@@ -100,7 +104,31 @@ def test_golden_model_step_as_a_summary_iteration_with_its_totals_from_the_train
     check_model_step(os.path.join(GOLDEN_DIR, filename), Replicas(), summarised=True)
 
 
-def check_model_step(path, replicas, summarised=False):
+@pytest.mark.parametrize('filename', _model_step_files())
+def test_golden_model_step_on_the_same_network_written_as_a_keras_model(filename):
+    check_model_step(os.path.join(GOLDEN_DIR, filename), Replicas(), build=_keras_maml)
+
+
+@pytest.mark.parametrize('filename', _model_step_files())
+def test_golden_model_step_on_the_keras_model_split_over_two_replicas(filename):
+    check_model_step(os.path.join(GOLDEN_DIR, filename), Replicas(two_cpu_strategy()),
+                     build=_keras_maml)
+
+
+def _builtin_maml(config):
+    return MAML(config, seed=0)
+
+
+def _keras_maml(config):
+    """The reference's net as a plain Keras model on the generic path, its
+    variables named by the reference's names so that the file's apply."""
+    keras_model = reference_keras_model(config)
+    return MAML(config, network=KerasNetwork(
+        keras_model, stop_grad=config.stop_grad,
+        checkpoint_names=reference_checkpoint_names(keras_model, config)))
+
+
+def check_model_step(path, replicas, summarised=False, build=_builtin_maml):
     z = np.load(path)
     flags = json.loads(str(z['flags_json']))
     config = Config.from_dict(flags)
@@ -112,7 +140,7 @@ def check_model_step(path, replicas, summarised=False):
     assert (config.dim_input, config.dim_output) == (inputa.shape[-1], labela.shape[-1]), \
         'input and output sizes differ from the reference (%s)' % name
     with replicas.strategy.scope():
-        model = MAML(config, seed=0)
+        model = build(config)
 
     # Load the initial values by the reference's names; the model must have
     # exactly the reference's variables.
@@ -120,11 +148,18 @@ def check_model_step(path, replicas, summarised=False):
     var_names = [str(n) for n in np.atleast_1d(z['var_names'])]
     if len(var_names) == 1 and '[' in var_names[0]:
         var_names = re.findall(r"'([^']+)'", var_names[0])
-    assert list(named) == var_names, 'variables differ from the reference (%s)' % name
+    weights_keys = re.findall(r"'([^']+)'", str(z['weights_keys']))
+    weights_var_names = re.findall(r"'([^']+)'", str(z['weights_var_names']))
+    if build is _builtin_maml:  # the reference's own creation order and keys
+        assert list(named) == var_names, 'variables differ from the reference (%s)' % name
+        assert list(model.weights) == weights_keys
+    else:  # a Keras model orders its variables layer by layer
+        assert sorted(named) == sorted(var_names), \
+            'variables differ from the reference (%s)' % name
+    adapted = [model.tf1_names[v.ref()] for v in model.weights.values()]
+    assert sorted(adapted) == sorted(weights_var_names), 'adapted variables differ (%s)' % name
     for var_name, var in named.items():
         var.assign(z['init/' + var_name])
-    weights_keys = re.findall(r"'([^']+)'", str(z['weights_keys']))
-    assert list(model.weights) == weights_keys
 
     forward_rtol = 1e-4 if config.datasource == 'miniimagenet' or not config.conv else 1e-5
     if config.datasource == 'sinusoid':
@@ -174,7 +209,7 @@ def check_model_step(path, replicas, summarised=False):
         for var_name in var_names:
             expected = z['%s/%s' % (key, var_name)]
             rtol = grad_rtol
-            if _feeds_batch_norm(config, model, var_name):
+            if _feeds_batch_norm(config, weights_keys, weights_var_names, var_name):
                 rtol = 0.0  # true gradient is exactly 0; the recorded value is float noise
             _close(mine[var_name], expected, rtol, atol, '%s %s' % (key, var_name))
 
@@ -188,13 +223,14 @@ def check_model_step(path, replicas, summarised=False):
         assert np.all(np.abs(now - init) <= config.meta_lr * (1 + 1e-4) + 1e-7), var_name
 
 
-def _feeds_batch_norm(config, model, var_name):
-    """The biases right before a batch norm: their true meta-gradient is 0."""
+def _feeds_batch_norm(config, weights_keys, weights_var_names, var_name):
+    """The biases right before a batch norm (every bias but the output layer's):
+    their true meta-gradient is 0."""
     if config.norm != 'batch_norm':
         return False
-    biases_before_norm = {model.tf1_names[model.weights['b%d' % (i + 1)].ref()]
-                          for i in range(len(model.norm_scopes))}
-    return var_name in biases_before_norm
+    biases = [(int(k[1:]), n) for k, n in zip(weights_keys, weights_var_names)
+              if re.fullmatch(r'b\d+', k)]
+    return var_name in [n for _, n in sorted(biases)[:-1]]
 
 
 # -------------------------------------------------------- sinusoid batches
