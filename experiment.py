@@ -29,7 +29,9 @@ import schedule as schedule_module
 from checkpoint import CheckpointError, RunState
 from config import ConfigError
 from data_generator import DataError, DataGenerator, numpy_global_state, set_numpy_global_state
+import model_source
 from maml import MAML
+from networks import NetworkError
 from progress import Progress
 from schedule import Schedule
 from steps import Steps
@@ -467,16 +469,24 @@ def run(config):
     replicas = distribute.connect(config, cluster)
     if cluster is not None:
         _agree_on_flags(config, cluster, replicas)
-    with replicas.strategy.scope():
-        model = MAML(config, seed=config.seed)
+    try:
+        with replicas.strategy.scope():
+            model = MAML(config, seed=config.seed, network=model_source.load(config))
+    except NetworkError:
+        _remove_if_empty(exp_dir, made)  # a folder this run made for nothing
+        raise
     state = RunState()
     if found is not None:
         iteration, prefix, contents = found
         if is_chief:
             print('Restoring model weights from ' + prefix)
+        hint = ' (check the flags against the experiment name %s)' % config.exp_string
+        if config.model is not None:
+            hint = (' (it was written by another model or other flags: this --model=%s may have '
+                    'changed since; check the flags against the experiment name %s)'
+                    % (config.model, config.exp_string))
         saved = checkpoint.restore(model, contents, prefix, with_optimizers=config.train,
-                                   hint=' (check the flags against the experiment name %s)'
-                                   % config.exp_string)
+                                   hint=hint)
         # The reference's checkpoints hold only the weights: it resumed at the
         # saved iteration with a fresh optimiser.
         state = saved if (saved is not None and config.train) else RunState(next_iteration=iteration)
