@@ -112,6 +112,7 @@ class Config:
     worker_timeout: int = 60           # seconds (multi-worker jobs)
     progress: bool = True              # progress on stderr (progress.py)
     model: Optional[str] = None        # the network to meta-learn (model_source.py)
+    export_model: Optional[str] = None  # with --train=False: save the meta-learned model here
 
     @classmethod
     def from_dict(cls, values, **overrides):
@@ -194,6 +195,13 @@ class Config:
                                            or MODEL_SPEC.match(self.model)):
             raise ConfigError('--model=%s: give module:function, path/to/file.py:function or a '
                               'saved Keras model path/to/model.keras' % self.model)
+        if self.export_model is not None:
+            if self.model is None or self.train:
+                raise ConfigError('--export_model=%s: give it with the --model you trained and '
+                                  '--train=False' % self.export_model)
+            if not self.export_model.endswith(('.keras', '.weights.h5')):
+                raise ConfigError('--export_model=%s: give a path ending in .keras (the whole '
+                                  'model) or .weights.h5 (its weights)' % self.export_model)
         self._check_memory(available_memory())
         return self
 

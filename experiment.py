@@ -490,6 +490,8 @@ def run(config):
         # The reference's checkpoints hold only the weights: it resumed at the
         # saved iteration with a fresh optimiser.
         state = saved if (saved is not None and config.train) else RunState(next_iteration=iteration)
+    if config.export_model is not None:
+        return export(model, config.export_model, prefix) if is_chief else 0
     if state.batch_seed is None:
         # Fixed by --seed; otherwise any seed, drawn without touching numpy's
         # global generator (the sinusoid batches come from it).
@@ -512,6 +514,21 @@ def run(config):
         raise distribute.lost_worker_error(
             cluster, e, 'Rerun the same commands on every worker to resume from the last '
             'checkpoint in %s.' % exp_dir)
+
+
+def export(model, path, prefix):
+    """--export_model: the restored checkpoint's weights, saved as a Keras model."""
+    import keras_network
+    try:
+        keras_network.export(model, path)
+    except NetworkError as e:
+        raise NetworkError('--export_model=%s: %s' % (path, e))
+    except (OSError, ValueError) as e:
+        raise NetworkError('--export_model=%s: cannot save it (%s): choose another path'
+                           % (path, getattr(e, 'strerror', None) or e))
+    print('Exported the meta-learned initial weights of %s to %s' % (prefix, path),
+          file=sys.stderr)
+    return 0
 
 
 def _missing_folders(path):

@@ -103,6 +103,7 @@ flags.DEFINE_enum('distribute', 'auto', CHOICES, 'where training runs: auto (wit
 flags.DEFINE_integer('worker_timeout', 60, 'seconds a worker of a multi-worker job waits for the others to join, and for one that stops answering before all stop')
 flags.DEFINE_bool('progress', True, 'show progress on stderr (what the printed numbers are, compiling, iteration, iterations/s, time left; after a test, the labelled results): a live bar on a terminal, a line a minute in a log file; stdout keeps the reference\'s lines')
 flags.DEFINE_string('model', None, 'meta-learn your own network: module:function or path/to/file.py:function, a function taking the Config and returning a Keras model or a networks.Network, or a saved Keras model path/to/model.keras (see README "Your own model"); unset: the reference\'s network')
+flags.DEFINE_string('export_model', None, 'with --model (a Keras model) and --train=False: instead of testing, write the checkpoint\'s meta-learned initial weights into the model and save it to this path, .keras (the whole model) or .weights.h5 (its weights)')
 flags.DEFINE_integer('seed', None, 'seed numpy, random and TensorFlow for a repeatable run (unset: unseeded, as the reference)')
 
 

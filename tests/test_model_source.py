@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import checkpoint
 import model_source
 from config import Config, ConfigError
 from conftest import SINE, SINE_EXP, run_main
@@ -178,7 +179,7 @@ def _keras_weights(exp_dir, iteration):
     """{name: array} of the network weights (Keras paths, no optimiser slots) in a checkpoint."""
     reader = tf.train.load_checkpoint(os.path.join(exp_dir, 'model%d' % iteration))
     return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()
-            if '/Adam' not in n and 'power' not in n and not n.startswith('_')}
+            if '/Adam' not in n and 'power' not in n and n != checkpoint.STATE_KEY}
 
 
 @pytest.mark.slow
@@ -237,3 +238,35 @@ def test_a_bad_model_on_the_command_line_is_one_line_and_leaves_no_folder(models
     assert proc.stderr.startswith('error: --model=') and proc.stderr.count('\n') == 1
     assert "draws random numbers in training" in proc.stderr
     assert not os.path.exists(logdir)
+
+
+@pytest.mark.slow
+def test_export_model_saves_the_checkpoints_weights_as_a_keras_model_instead_of_testing(
+        models, tmp_path):
+    import keras
+    import keras_network  # noqa: F401 (the exact layers, for loading)
+    args = SINE + ['--model=' + models + ':exact_batch_norm', '--logdir=' + str(tmp_path),
+                   '--progress=False']
+    run_main(args + ['--metatrain_iterations=2'])
+    path = str(tmp_path / 'meta_learned.keras')
+    proc = run_main(args + ['--train=False', '--export_model=' + path])
+    exp_dir = os.path.join(str(tmp_path), SINE_EXP + '.model_my_models.exact_batch_norm')
+    assert 'Exported the meta-learned initial weights of %s to %s' % (
+        os.path.join(exp_dir, 'model1'), path) in proc.stderr
+    assert 'Mean validation accuracy/loss' not in proc.stdout
+    saved = _keras_weights(exp_dir, 1)
+    reloaded = keras.saving.load_model(path, compile=False)
+    # A loaded Sequential's paths lack the model's own name ('sequential/').
+    by_layer = {name.split('/', 1)[1]: value for name, value in saved.items()}
+    assert sorted(v.path for v in reloaded.trainable_variables) == sorted(by_layer)
+    for v in reloaded.trainable_variables:
+        np.testing.assert_array_equal(v.numpy(), by_layer[v.path], err_msg=v.path)
+
+
+@pytest.mark.parametrize('flags', [['--train=False'], ['--train=True', '--model=m:f'],
+                                   ['--train=False', '--model=m:f', '--export_model=x.h5']])
+def test_export_model_needs_a_model_testing_and_a_keras_file_name(flags):
+    values = dict(f[2:].split('=') for f in flags)
+    values['train'] = values['train'] == 'True'
+    with pytest.raises(ConfigError, match='--export_model='):
+        Config(**dict(dict(export_model='x.keras'), **values)).validate()
