@@ -453,7 +453,7 @@ def run(config):
             print('--resume=False: moved the earlier run\'s checkpoints and events to %s'
                   % os.path.join(exp_dir, moved), flush=True)
         if is_chief and config.datasource == 'sinusoid' and config.norm == 'batch_norm' \
-                and config.update_batch_size < 10:
+                and config.update_batch_size < 10 and config.model is None:
             print('note: sinusoid with --norm=batch_norm and --update_batch_size=%d (the '
                   'reference\'s bare defaults) does not learn: batch statistics over %d points '
                   'cannot carry the amplitude. The paper\'s setting is --norm=None '

@@ -270,3 +270,13 @@ def test_export_model_needs_a_model_testing_and_a_keras_file_name(flags):
     values['train'] = values['train'] == 'True'
     with pytest.raises(ConfigError, match='--export_model='):
         Config(**dict(dict(export_model='x.keras'), **values)).validate()
+
+
+@pytest.mark.slow
+def test_the_reference_nets_sinusoid_batch_norm_note_is_not_given_for_a_custom_model(
+        models, tmp_path):
+    # --norm shapes only the built-in network; the default batch_norm says nothing of a --model.
+    proc = run_main(['--datasource=sinusoid', '--model=' + models + ':mlp', '--meta_batch_size=2',
+                     '--metatrain_iterations=1', '--logdir=' + str(tmp_path),
+                     '--progress=False'])
+    assert proc.stderr == ''
