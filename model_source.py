@@ -118,9 +118,9 @@ def _input_description(config):
 def _build(model, config, spec):
     """Build an unbuilt Keras model for the data source's input [examples, dim_input]."""
     try:
-        model.build((None, config.dim_input))
-        if not model.built:
-            raise ValueError('still not built')
+        # A call rather than model.build(): a subclassed model without a build()
+        # of its own would be marked built with no weights.
+        model(tf.zeros([2, config.dim_input]))
     except Exception as e:  # noqa: BLE001
         raise NetworkError('--model=%s: the Keras model is not built, and building it for input '
                            'shape (None, %d) (%s) failed (%s): build it in the function, or '

@@ -35,6 +35,19 @@ def unbuilt(config):
                              keras.layers.Dense(config.dim_output)])
 
 
+class TwoLayers(keras.Model):
+    def __init__(self, outputs):
+        super().__init__()
+        self.hidden, self.head = keras.layers.Dense(16), keras.layers.Dense(outputs)
+
+    def call(self, x):
+        return self.head(keras.activations.relu(self.hidden(x)))
+
+
+def unbuilt_subclassed(config):
+    return TwoLayers(config.dim_output)
+
+
 def exact_batch_norm(config):
     return keras.Sequential([keras.Input((config.dim_input,)), keras.layers.Dense(8),
                              ExactBatchNormalization(), keras.layers.ReLU(),
@@ -123,9 +136,11 @@ def test_a_module_in_the_current_folder_is_found_by_its_name(models, monkeypatch
     assert _load('my_models:mlp').checkpoint_names  # named by Keras paths
 
 
-def test_an_unbuilt_keras_model_is_built_for_the_data_sources_input_saying_so(models, capsys):
-    network = _load(models + ':unbuilt')
-    assert network.model.built
+@pytest.mark.parametrize('function', ['unbuilt', 'unbuilt_subclassed'])
+def test_an_unbuilt_keras_model_is_built_for_the_data_sources_input_saying_so(
+        models, capsys, function):
+    network = _load(models + ':' + function)
+    assert network.model.built and len(network.initial_weights()) == 4
     assert 'built it for input shape (None, 1) (sinusoid x)' in capsys.readouterr().err
 
 
