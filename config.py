@@ -10,6 +10,7 @@ import dataclasses
 import math
 import numbers
 import os
+import re
 import typing
 from typing import Optional
 
@@ -21,6 +22,10 @@ INT32_MAX = 2 ** 31 - 1  # TensorFlow and numpy take the sizes and counts as int
 # half a minute to trace). The paper used at most 10.
 MAX_NUM_UPDATES = 100
 MAX_THREADS = 4096  # TensorFlow starts that many threads for a pool
+# --model's forms (model_source.py): module:function, path/to/file.py:function, or a
+# saved Keras model file.
+MODEL_SPEC = re.compile(r'^(?P<module>.+):(?P<function>[A-Za-z_][A-Za-z0-9_]*)$')
+KERAS_SUFFIX = '.keras'
 
 
 class ConfigError(ValueError):
@@ -106,6 +111,8 @@ class Config:
     distribute: str = 'auto'           # distribute.CHOICES; see distribute.choose
     worker_timeout: int = 60           # seconds (multi-worker jobs)
     progress: bool = True              # progress on stderr (progress.py)
+    model: Optional[str] = None        # the network to meta-learn (model_source.py)
+    export_model: Optional[str] = None  # with --train=False: save the meta-learned model here
 
     @classmethod
     def from_dict(cls, values, **overrides):
@@ -184,6 +191,17 @@ class Config:
         if self.datasource != 'sinusoid' and self.num_classes < 2:
             raise ConfigError('--num_classes=%d: classification needs at least 2 classes'
                               % self.num_classes)
+        if self.model is not None and not (self.model.endswith(KERAS_SUFFIX)
+                                           or MODEL_SPEC.match(self.model)):
+            raise ConfigError('--model=%s: give module:function, path/to/file.py:function or a '
+                              'saved Keras model path/to/model.keras' % self.model)
+        if self.export_model is not None:
+            if self.model is None or self.train:
+                raise ConfigError('--export_model=%s: give it with the --model you trained and '
+                                  '--train=False' % self.export_model)
+            if not self.export_model.endswith(('.keras', '.weights.h5')):
+                raise ConfigError('--export_model=%s: give a path ending in .keras (the whole '
+                                  'model) or .weights.h5 (its weights)' % self.export_model)
         self._check_memory(available_memory())
         return self
 
@@ -307,9 +325,10 @@ class Config:
 
     @property
     def jit_compile(self):
-        """XLA for the fully connected nets' steps only: it fuses their many tiny
-        ops, while on the conv nets it compiled for minutes and ran slower."""
-        return bool(self.xla) and not self.conv_net
+        """XLA for the reference's fully connected nets' steps only: it fuses their
+        many tiny ops, while on the conv nets it compiled for minutes and ran
+        slower; a --model is compiled without it (not every layer compiles)."""
+        return bool(self.xla) and not self.conv_net and self.model is None
 
     @property
     def test_num_updates(self):
@@ -333,7 +352,8 @@ class Config:
 
     @property
     def exp_string(self):
-        """The experiment folder's name, exactly as the reference built it."""
+        """The experiment folder's name, exactly as the reference built it (plus the
+        model's name with --model)."""
         train_ubs = self.update_batch_size if self.train_update_batch_size == -1 \
             else self.train_update_batch_size
         train_lr = self.update_lr if self.train_update_lr == -1 else self.train_update_lr
@@ -349,4 +369,21 @@ class Config:
         if self.baseline:
             name += self.baseline
         name += {'batch_norm': 'batchnorm', 'layer_norm': 'layernorm', 'None': 'nonorm'}[self.norm]
+        if self.model is not None:
+            # Never the reference net's folder (nor its checkpoints to resume).
+            name += '.model_' + self.model_name
         return name
+
+    @property
+    def model_name(self):
+        """--model in short for the experiment folder: module.function or the file's name,
+        in letters, digits, _ . and - only."""
+        match = MODEL_SPEC.match(self.model)
+        if match:
+            module = match.group('module')
+            if module.endswith('.py'):
+                module = os.path.splitext(os.path.basename(module))[0]
+            name = module.replace(os.sep, '.').rsplit('.', 1)[-1] + '.' + match.group('function')
+        else:
+            name = os.path.splitext(os.path.basename(self.model))[0]
+        return re.sub(r'[^A-Za-z0-9_.-]', '_', name)

@@ -29,7 +29,9 @@ import schedule as schedule_module
 from checkpoint import CheckpointError, RunState
 from config import ConfigError
 from data_generator import DataError, DataGenerator, numpy_global_state, set_numpy_global_state
+import model_source
 from maml import MAML
+from networks import NetworkError
 from progress import Progress
 from schedule import Schedule
 from steps import Steps
@@ -451,7 +453,7 @@ def run(config):
             print('--resume=False: moved the earlier run\'s checkpoints and events to %s'
                   % os.path.join(exp_dir, moved), flush=True)
         if is_chief and config.datasource == 'sinusoid' and config.norm == 'batch_norm' \
-                and config.update_batch_size < 10:
+                and config.update_batch_size < 10 and config.model is None:
             print('note: sinusoid with --norm=batch_norm and --update_batch_size=%d (the '
                   'reference\'s bare defaults) does not learn: batch statistics over %d points '
                   'cannot carry the amplitude. The paper\'s setting is --norm=None '
@@ -467,19 +469,29 @@ def run(config):
     replicas = distribute.connect(config, cluster)
     if cluster is not None:
         _agree_on_flags(config, cluster, replicas)
-    with replicas.strategy.scope():
-        model = MAML(config, seed=config.seed)
+    try:
+        with replicas.strategy.scope():
+            model = MAML(config, seed=config.seed, network=model_source.load(config))
+    except NetworkError:
+        _remove_if_empty(exp_dir, made)  # a folder this run made for nothing
+        raise
     state = RunState()
     if found is not None:
         iteration, prefix, contents = found
         if is_chief:
             print('Restoring model weights from ' + prefix)
+        hint = ' (check the flags against the experiment name %s)' % config.exp_string
+        if config.model is not None:
+            hint = (' (it was written by another model or other flags: this --model=%s may have '
+                    'changed since; check the flags against the experiment name %s)'
+                    % (config.model, config.exp_string))
         saved = checkpoint.restore(model, contents, prefix, with_optimizers=config.train,
-                                   hint=' (check the flags against the experiment name %s)'
-                                   % config.exp_string)
+                                   hint=hint)
         # The reference's checkpoints hold only the weights: it resumed at the
         # saved iteration with a fresh optimiser.
         state = saved if (saved is not None and config.train) else RunState(next_iteration=iteration)
+    if config.export_model is not None:
+        return export(model, config.export_model, prefix) if is_chief else 0
     if state.batch_seed is None:
         # Fixed by --seed; otherwise any seed, drawn without touching numpy's
         # global generator (the sinusoid batches come from it).
@@ -502,6 +514,21 @@ def run(config):
         raise distribute.lost_worker_error(
             cluster, e, 'Rerun the same commands on every worker to resume from the last '
             'checkpoint in %s.' % exp_dir)
+
+
+def export(model, path, prefix):
+    """--export_model: the restored checkpoint's weights, saved as a Keras model."""
+    import keras_network
+    try:
+        keras_network.export(model, path)
+    except NetworkError as e:
+        raise NetworkError('--export_model=%s: %s' % (path, e))
+    except (OSError, ValueError) as e:
+        raise NetworkError('--export_model=%s: cannot save it (%s): choose another path'
+                           % (path, getattr(e, 'strerror', None) or e))
+    print('Exported the meta-learned initial weights of %s to %s' % (prefix, path),
+          file=sys.stderr)
+    return 0
 
 
 def _missing_folders(path):

@@ -238,3 +238,32 @@ def reference_checkpoint_names(model, config):
                 keys[v.path] = '%s/%s' % (layer.name, v.path.rsplit('/', 1)[-1])
     names = ReferenceNetwork(config).checkpoint_names
     return {path: names[key] for path, key in keys.items()}
+
+
+# ------------------------------------------------------------------- export
+EXPORT_SUFFIXES = ('.keras', '.weights.h5')
+
+
+def export(maml, path):
+    """Write the meta-learned initial weights of `maml` (a MAML on a KerasNetwork) into
+    its Keras model and save it to path: `.keras` (the whole model, loadable with
+    keras.saving.load_model once this module is imported) or `.weights.h5` (the
+    weights only, for model.load_weights). Returns path."""
+    network = maml.network
+    if not isinstance(network, KerasNetwork):
+        raise NetworkError('only a Keras model can be exported: this network is a %s'
+                           % type(network).__name__)
+    if not path.endswith(EXPORT_SUFFIXES):
+        raise NetworkError('cannot export to %s: give a path ending in .keras or .weights.h5'
+                           % path)
+    # MAML's variables are the model's own (KerasNetwork hands over each Keras
+    # variable's backing tf.Variable); assigned all the same, so that the file
+    # holds the meta-learned values whatever holds them.
+    values = network.initial_weights()
+    for variable, key in zip(network._trainable, network._paths):
+        variable.assign(values[key])
+    if path.endswith('.keras'):
+        network.model.save(path)
+    else:
+        network.model.save_weights(path)
+    return path

@@ -58,6 +58,7 @@ from data_generator import DataError  # noqa: E402
 from distribute import CHOICES, ClusterError, JoinInterrupted, WorkerLost  # noqa: E402
 from experiment import TrainingStopped, run, set_threads  # noqa: E402
 from folder_lock import FolderInUse  # noqa: E402
+from networks import NetworkError  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -101,6 +102,8 @@ flags.DEFINE_integer('intra_op_threads', -1, 'threads within one op (0: TensorFl
 flags.DEFINE_enum('distribute', 'auto', CHOICES, 'where training runs: auto (with TF_CONFIG set, one worker of a MultiWorkerMirroredStrategy job; on a host with several GPUs, all of them; else one device), one_device, mirrored (every GPU of this host), or multi_worker (needs TF_CONFIG); see README "Scaling out"')
 flags.DEFINE_integer('worker_timeout', 60, 'seconds a worker of a multi-worker job waits for the others to join, and for one that stops answering before all stop')
 flags.DEFINE_bool('progress', True, 'show progress on stderr (what the printed numbers are, compiling, iteration, iterations/s, time left; after a test, the labelled results): a live bar on a terminal, a line a minute in a log file; stdout keeps the reference\'s lines')
+flags.DEFINE_string('model', None, 'meta-learn your own network: module:function or path/to/file.py:function, a function taking the Config and returning a Keras model or a networks.Network, or a saved Keras model path/to/model.keras (see README "Your own model"); unset: the reference\'s network')
+flags.DEFINE_string('export_model', None, 'with --model (a Keras model) and --train=False: instead of testing, write the checkpoint\'s meta-learned initial weights into the model and save it to this path, .keras (the whole model) or .weights.h5 (its weights)')
 flags.DEFINE_integer('seed', None, 'seed numpy, random and TensorFlow for a repeatable run (unset: unseeded, as the reference)')
 
 
@@ -143,7 +146,8 @@ def main(argv):
         print(e, file=sys.stderr, flush=True)
         sys.stdout.flush()
         os._exit(e.status)
-    except (ConfigError, DataError, CheckpointError, TrainingStopped, FolderInUse) as e:
+    except (ConfigError, DataError, CheckpointError, TrainingStopped, FolderInUse,
+            NetworkError) as e:
         print_error(e)
         return 1
     except KeyboardInterrupt:

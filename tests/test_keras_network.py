@@ -13,9 +13,9 @@ import tensorflow as tf
 
 from config import Config
 from keras_network import (ExactBatchNormalization, ExactLayerNormalization, KerasNetwork,
-                           reference_checkpoint_names, reference_keras_model)
+                           export, reference_checkpoint_names, reference_keras_model)
 from maml import MAML
-from networks import NetworkError
+from networks import ForwardFunction, NetworkError
 
 F64 = 'float64'
 LAYERS = keras.layers
@@ -300,3 +300,29 @@ def test_the_reference_net_in_keras_has_the_builtin_nets_variables(config):
     adapted = KerasNetwork(keras_model).adapted
     assert sorted(names[p] for p in adapted) == sorted(builtin.tf1_names[v.ref()]
                                                        for v in builtin.weights.values())
+
+
+@pytest.mark.parametrize('suffix', ['.keras', '.weights.h5'])
+def test_export_writes_the_meta_learned_initial_weights_into_the_keras_model(tmp_path, suffix):
+    keras_model = _conv_net()
+    model = MAML(_config(1), network=KerasNetwork(keras_model))
+    for v in model.named_variables().values():  # as meta-training would
+        v.assign_add(tf.ones_like(v))
+    learned = {n: v.numpy() for n, v in model.named_variables().items()}
+    path = export(model, str(tmp_path / ('net' + suffix)))
+    if suffix == '.keras':
+        reloaded = keras.saving.load_model(path, compile=False)
+    else:
+        reloaded = _conv_net()
+        reloaded.load_weights(path)
+    assert len(reloaded.trainable_variables) == len(learned)
+    for value, v in zip(learned.values(), reloaded.trainable_variables):
+        np.testing.assert_array_equal(v.numpy(), value)
+
+
+def test_export_refuses_forward_functions_and_other_file_types(tmp_path):
+    with pytest.raises(NetworkError, match='give a path ending in .keras or .weights.h5'):
+        export(MAML(_config(1), network=KerasNetwork(_conv_net())), str(tmp_path / 'net.h5'))
+    forward = ForwardFunction(lambda inp, w: inp @ w['w'], {'w': np.zeros((64, 5))})
+    with pytest.raises(NetworkError, match='only a Keras model can be exported'):
+        export(MAML(_config(1), network=forward), str(tmp_path / 'net.keras'))
