@@ -426,7 +426,9 @@ def _first_line(error, limit=200):
              if l and not _NOT_THE_CAUSE.match(l)]
     if not lines:
         return type(error).__name__
-    line = lines[0]
+    # A line ending in ':' introduces details on the next lines (which worker
+    # stopped sending heartbeats, say): the line alone is the cause.
+    line = lines[0].rstrip(' :')
     if len(line) <= limit:
         return line
     cut = line[:limit]

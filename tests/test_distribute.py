@@ -82,6 +82,10 @@ def test_a_tensorflow_error_is_cut_to_the_first_line_that_says_what_happened():
                'Connection reset by peer\nAdditional GRPC error information\n'
                '\t [[{{node while/CollectiveReduceV2}}]] [Op:__inference_function_1869]')
     assert _first_line(message) == 'Collective ops is aborted by: recvmsg:Connection reset by peer'
+    # A first line that introduces details below it ends without its colon.
+    heartbeats = ('Collective ops is aborted by: The coordination service has detected that a '
+                  'task stopped sending heartbeats:\n/job:worker/replica:0/task:1')
+    assert _first_line(heartbeats).endswith('stopped sending heartbeats')
     # A long line ends at a sentence's end, not in a word.
     long = 'Barrier timed out. ' + 'A sentence of some words. ' * 20
     cut = _first_line(long)

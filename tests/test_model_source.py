@@ -73,7 +73,7 @@ def keras_batch_norm(config):
 
 def dropout(config):
     return keras.Sequential([keras.Input((config.dim_input,)), keras.layers.Dense(8),
-                             keras.layers.Dropout(0.5), keras.layers.Dense(1)])
+                             keras.layers.Dropout(0.5, name='dropout'), keras.layers.Dense(1)])
 
 
 def not_a_model(config):
