@@ -34,6 +34,18 @@ def _read(path):
         return {}
 
 
+def _read_holder(path, patience=2.0):
+    """The holder's info. A holder writes it right after taking the lock (truncate,
+    then write): a file read empty or half-written in between is read again, for
+    at most `patience` seconds."""
+    deadline = time.monotonic() + patience
+    info = _read(path)
+    while 'pid' not in info and time.monotonic() < deadline:
+        time.sleep(0.05)
+        info = _read(path)
+    return info
+
+
 def _try_lock(f, attempts):
     # A worker of the same job checks the lock for an instant: its chief
     # retries for a moment rather than take that for another run.
@@ -54,7 +66,7 @@ def hold(folder, job=None, holder=True):
     path = os.path.join(folder, LOCK_NAME)
     f = open(path, 'a+')
     if not _try_lock(f, attempts=20 if holder else 1):
-        info = _read(path)
+        info = _read_holder(path)
         f.close()
         if not holder and job is not None and info.get('job') == job:
             return  # held by this job's chief

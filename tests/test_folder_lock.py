@@ -31,3 +31,26 @@ def test_releasing_with_remove_deletes_the_lock_file(tmp_path):
     folder_lock.hold(folder)
     folder_lock.release(folder, remove=True)
     assert os.listdir(folder) == []
+
+
+def test_a_worker_that_checks_while_its_chief_is_still_writing_the_lock_file_passes(tmp_path):
+    # The chief holds the lock but has not yet written who it is (its file
+    # is empty between its truncate and its write): the worker reads again.
+    import fcntl
+    import json
+    import threading
+    folder = str(tmp_path / 'exp')
+    os.makedirs(folder)
+    path = os.path.join(folder, folder_lock.LOCK_NAME)
+    with open(path, 'a+') as chief:
+        fcntl.flock(chief, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+        def write_info():
+            chief.write(json.dumps({'host': 'h', 'pid': 1, 'job': 'job-a', 'command': 'c'}))
+            chief.flush()
+        writer = threading.Timer(0.3, write_info)
+        writer.start()
+        try:
+            folder_lock.hold(folder, job='job-a', holder=False)
+        finally:
+            writer.join()
