@@ -295,3 +295,101 @@ def test_the_reference_nets_sinusoid_batch_norm_note_is_not_given_for_a_custom_m
                      '--metatrain_iterations=1', '--logdir=' + str(tmp_path),
                      '--progress=False'])
     assert proc.stderr == ''
+
+
+# ----------------------------------------------------------- on several replicas
+def _batch(config, tasks, seed=4):
+    """A random meta-batch shaped as the data source gives it (tasks on axis 0)."""
+    rng = np.random.default_rng(seed)
+    examples = config.num_classes * config.update_batch_size if config.classification \
+        else config.update_batch_size
+    inputs = [rng.uniform(0, 1, (tasks, examples, config.dim_input)).astype(np.float32)
+              for _ in range(2)]
+    if config.classification:
+        one_hot = np.eye(config.num_classes, dtype=np.float32)
+        labels = [np.tile(one_hot, (tasks, config.update_batch_size, 1)) for _ in range(2)]
+    else:
+        labels = [rng.normal(0, 1, (tasks, examples, 1)).astype(np.float32) for _ in range(2)]
+    return inputs + labels
+
+
+def _close(mine, expected, rtol=1e-5):
+    mine, expected = np.asarray(mine), np.asarray(expected)
+    np.testing.assert_allclose(mine, expected, rtol=0,
+                               atol=rtol * max(1e-6, float(np.abs(expected).max())))
+
+
+@pytest.mark.parametrize('spec, flags', [
+    ('examples/keras_cnn_omniglot.py:cnn', dict(datasource='omniglot', num_filters=4,
+                                                update_lr=0.4, num_updates=2)),
+    ('examples/mlp_sinusoid.py:mlp', dict(datasource='sinusoid', norm='None', update_lr=0.01,
+                                          update_batch_size=5, num_updates=2)),
+    (':unbuilt_subclassed', dict(datasource='sinusoid', norm='None', update_lr=0.01,
+                                 update_batch_size=5, num_updates=1)),
+    ('saved.keras', dict(datasource='sinusoid', norm='None', update_lr=0.01,
+                         update_batch_size=5, num_updates=1)),
+], ids=['keras cnn', 'forward function', 'unbuilt subclassed keras', 'saved keras file'])
+def test_a_model_split_over_two_replicas_gives_one_devices_losses_and_weights(
+        models, tmp_path, spec, flags):
+    from conftest import REPO_ROOT, two_cpu_strategy
+    from distribute import Replicas
+    from maml import MAML
+    from steps import Steps
+    if spec.endswith('.keras'):
+        import keras
+        from keras_network import ExactBatchNormalization
+        spec = str(tmp_path / spec)
+        keras.Sequential([keras.Input((1,)), keras.layers.Dense(8), ExactBatchNormalization(),
+                          keras.layers.ReLU(), keras.layers.Dense(1)]).save(spec)
+    elif spec.startswith(':'):
+        spec = models + spec
+    else:
+        spec = os.path.join(REPO_ROOT, spec)
+    tasks = 3  # shares of 2 and 1
+    config = Config(**dict(dict(model=spec, meta_batch_size=tasks, update_batch_size=1,
+                                seed=6), **flags)).validate()
+    batch = _batch(config, tasks)
+    built = []
+    for replicas in (Replicas(), Replicas(two_cpu_strategy())):
+        # As experiment.run builds it: the model's variables made inside the strategy's scope.
+        with replicas.strategy.scope():
+            model = MAML(config, seed=config.seed, network=model_source.load(config))
+        built.append((model, replicas))
+    (one, _), (two, _) = built
+    # The same initial weights (a Keras model draws new ones each time it is made).
+    assert [v.shape for v in two.trainable_variables] == [v.shape for v in one.trainable_variables]
+    for var, value in zip(two.trainable_variables, one.trainable_variables):
+        var.assign(value)
+    results = []
+    for model, replicas in built:
+        steps = Steps(model, replicas)
+        evaluated = steps.evaluate(*batch, config.num_updates + 1)
+        trained = [steps.metatrain_step(*batch) for _ in range(3)]
+        results.append((model, evaluated, trained))
+    (one, ev1, steps1), (two, ev2, steps2) = results
+    # Mirrored: one copy of every variable on each of the two devices.
+    assert all(len(v.values) == 2 for v in two.trainable_variables)
+    for key in [k for k in ev1 if k.startswith('total_')] + ['task_values']:
+        _close(np.asarray(ev2[key]), np.asarray(ev1[key]))
+    _close(np.stack(ev2['outputbs']), np.stack(ev1['outputbs']))
+    for step1, step2 in zip(steps1, steps2):
+        _close(step2['objective'], step1['objective'])
+    # The first meta-gradient, by name: the names are the network's own (Keras paths).
+    largest = max(float(np.abs(g).max()) for g in steps1[0]['metagrads'].values())
+    for (name1, grad1), (name2, grad2) in zip(steps1[0]['metagrads'].items(),
+                                              steps2[0]['metagrads'].items()):
+        assert name1.rsplit('/', 1)[-1] == name2.rsplit('/', 1)[-1]
+        np.testing.assert_allclose(grad2, grad1, rtol=0, atol=1e-4 * largest, err_msg=name1)
+    # After three Adam steps. A bias right before a batch norm has a true
+    # meta-gradient of zero; Adam turns its rounding noise into steps of
+    # +-meta_lr, so those are left out (and only those: biases whose gradient
+    # is zero within the tolerance above).
+    grads1 = list(steps1[0]['metagrads'].values())
+    noise = [i for i, g in enumerate(grads1) if float(np.abs(g).max()) < 1e-4 * largest]
+    assert all(list(one.named_variables())[i].endswith('bias') for i in noise)
+    assert len(noise) < len(grads1)
+    for i, (var1, var2) in enumerate(zip(one.trainable_variables, two.trainable_variables)):
+        if i not in noise:
+            scale = float(np.abs(var1.numpy()).max())
+            np.testing.assert_allclose(var2.numpy(), var1.numpy(), rtol=0, atol=1e-4 * scale,
+                                       err_msg=var1.name)

@@ -92,6 +92,96 @@ def test_two_workers_train_and_test_omniglot_as_one_process_does(tmp_path, omnig
                                expected, rtol=1e-5, atol=1e-6)
 
 
+# A custom Keras model for --model, in a file of the test's own (as a user's would be).
+KERAS_MLP = """
+import json
+import os
+
+import keras
+import numpy as np
+
+
+def mlp(config):
+    model = keras.Sequential([keras.layers.Dense(16, activation='relu'),
+                              keras.layers.Dense(16, activation='relu'),
+                              keras.layers.Dense(config.dim_output)], name='mlp')
+    model.build((None, config.dim_input))
+    return model
+
+
+def mlp_drawn_per_process(config):
+    # Each worker draws other initial weights (seeded by its process id), and
+    # writes down what it drew and what its variables hold once made.
+    draw = keras.initializers.GlorotUniform(seed=os.getpid())
+    model = keras.Sequential([keras.layers.Dense(16, activation='relu', kernel_initializer=draw),
+                              keras.layers.Dense(config.dim_output, kernel_initializer=draw)])
+    model.build((None, config.dim_input))
+    index = json.loads(os.environ['TF_CONFIG'])['task']['index']
+    np.savez(os.path.join(os.environ['MAML_TEST_DRAWN'], 'worker%d.npz' % index),
+             drawn=np.asarray(draw((config.dim_input, 16))),
+             variable=np.asarray(model.layers[0].kernel.numpy()))
+    return model
+"""
+
+
+def _keras_weights(exp_dir, iteration):
+    """{name: array} of the network weights (no optimiser slots, no run state) in a checkpoint."""
+    import checkpoint
+    import tensorflow as tf
+    reader = tf.train.load_checkpoint(os.path.join(exp_dir, 'model%d' % iteration))
+    return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()
+            if '/Adam' not in n and 'power' not in n and n != checkpoint.STATE_KEY}
+
+
+def test_two_workers_train_a_custom_keras_model_save_it_by_keras_paths_and_resume(tmp_path):
+    models = tmp_path / 'my_models.py'
+    models.write_text(KERAS_MLP)
+    flags = SINE_5 + ['--model=%s:mlp' % models, '--progress=False']
+    exp = SINE_5_EXP + '.model_my_models.mlp'
+    run_main(flags + ['--metatrain_iterations=600', '--logdir=%s/one' % tmp_path])
+
+    two = str(tmp_path / 'two')
+    os.makedirs(two)
+    workers = start_workers(2, flags + ['--metatrain_iterations=300', '--logdir=' + two], two)
+    (status0, out0, err0), (status1, out1, err1) = wait_all(workers)
+    assert (status0, status1) == (0, 0), err0[-2000:] + err1[-2000:]
+    assert out0.startswith('Done initializing, starting training.') and out1 == ''
+    # Every worker made the same experiment folder name; only the chief wrote in it.
+    assert sorted(os.listdir(two)) == sorted([exp, 'worker0.err', 'worker0.out', 'worker1.err',
+                                              'worker1.out'])
+    saved = _keras_weights(os.path.join(two, exp), 299)
+    names = sorted(v for v in saved)
+    assert names == sorted(['mlp/dense/kernel', 'mlp/dense/bias', 'mlp/dense_1/kernel',
+                            'mlp/dense_1/bias', 'mlp/dense_2/kernel', 'mlp/dense_2/bias'])
+
+    resumed = start_workers(2, flags + ['--metatrain_iterations=600', '--logdir=' + two], two)
+    (status0, out0, err0), (status1, _, err1) = wait_all(resumed)
+    assert (status0, status1) == (0, 0), err0[-2000:] + err1[-2000:]
+    assert out0.splitlines()[0] == 'Restoring model weights from ' + os.path.join(two, exp,
+                                                                                   'model299')
+    assert_weights_close(_keras_weights(os.path.join(two, exp), 599),
+                         _keras_weights(os.path.join(str(tmp_path), 'one', exp), 599), 1e-4)
+
+
+def test_unseeded_workers_start_a_custom_keras_model_from_the_chiefs_initial_weights(
+        tmp_path, monkeypatch):
+    # The variables are made in the strategy's scope, which hands every
+    # worker the chief's initial values: without that each would train its own.
+    models = tmp_path / 'my_models.py'
+    models.write_text(KERAS_MLP)
+    monkeypatch.setenv('MAML_TEST_DRAWN', str(tmp_path))
+    flags = [f for f in SINE_5 if not f.startswith('--seed')] + [
+        '--model=%s:mlp_drawn_per_process' % models, '--metatrain_iterations=1',
+        '--progress=False', '--logdir=%s/logs' % tmp_path]
+    workers = start_workers(2, flags, str(tmp_path))
+    (status0, _, err0), (status1, _, err1) = wait_all(workers)
+    assert (status0, status1) == (0, 0), err0[-2000:] + err1[-2000:]
+    chief, other = (np.load(str(tmp_path / ('worker%d.npz' % i))) for i in (0, 1))
+    assert not np.array_equal(other['drawn'], chief['drawn'])
+    np.testing.assert_array_equal(chief['variable'], chief['drawn'])
+    np.testing.assert_array_equal(other['variable'], chief['drawn'])
+
+
 def test_a_killed_worker_stops_the_other_and_the_rerun_resumes_exactly(tmp_path):
     # Without progress lines: the survivor's stderr is then its one error line.
     flags = SINE_5 + ['--metatrain_iterations=1500', '--worker_timeout=10', '--progress=False']
