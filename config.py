@@ -210,17 +210,21 @@ class Config:
         if available is not None and needed > available:
             sizes = ['meta_batch_size', 'update_batch_size', 'num_updates']
             sizes += ['num_classes'] if self.classification else []
-            sizes += ['num_filters'] if self.conv_net else []
-            raise ConfigError('%s need at least %.3g GB of memory for one step, more than the '
+            sizes += ['num_filters'] if self.conv_net and self.model is None else []
+            counted = ' (the meta-batch alone: the --model network is not counted)' \
+                if self.model is not None else ''
+            raise ConfigError('%s need at least %.3g GB of memory for one step%s, more than the '
                               '%.3g GB available: make them smaller' % (
                                   ', '.join('--%s=%d' % (n, getattr(self, n)) for n in sizes),
-                                  needed / 1e9, available / 1e9))
+                                  needed / 1e9, counted, available / 1e9))
 
     def memory_needed(self):
         """A lower bound of the bytes one step holds at once (float32): the
         meta-batch, the weights with one fast copy per task and inner step, and
         every layer's output per example and inner step, all kept for the
-        meta-gradient. A run needs more (TensorFlow, the images, gradients)."""
+        meta-gradient. A run needs more (TensorFlow, the images, gradients).
+        With --model the network is unknown until it is loaded (after this
+        check): its weights and outputs are not counted, only the meta-batch."""
         tasks = self.meta_batch_size if self.train else 1
         examples = (self.num_classes if self.classification else 1) * self.num_samples_per_class
         meta_training = self.train and self.num_iterations > self.num_pretrain_iterations
@@ -232,7 +236,10 @@ class Config:
         return 4 * floats
 
     def _network_sizes(self):
-        """(weights, one example's layer outputs) of the network maml.MAML builds."""
+        """(weights, one example's layer outputs) of the network maml.MAML builds;
+        (0, 0) for a --model, which is not known here."""
+        if self.model is not None:
+            return 0, 0
         if not self.conv_net:
             dims = [self.dim_input] + ([256, 128, 64, 64] if self.classification else [40, 40]) \
                 + [self.dim_output]

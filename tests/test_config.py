@@ -133,6 +133,25 @@ def test_the_memory_needed_grows_with_every_size_flag():
         assert Config(**dict(base, **{name: base[name] * 2})).memory_needed() > needed, name
 
 
+def test_for_a_custom_model_the_memory_check_counts_the_meta_batch_only_and_says_so(
+        monkeypatch):
+    # The --model network is not known before it is loaded: the reference
+    # net's sizes do not apply to it, the meta-batch's do.
+    base = dict(datasource='omniglot', meta_batch_size=4, model='my_models:cnn')
+    needed = Config(**base).memory_needed()
+    assert Config(**dict(base, num_filters=100000)).memory_needed() == needed
+    assert Config(**dict(base, model=None)).memory_needed() > needed
+    assert Config(**dict(base, meta_batch_size=8)).memory_needed() == 2 * needed
+    monkeypatch.setattr(config_module, 'available_memory', lambda: 16 * 10 ** 9)
+    Config(**dict(base, num_filters=100000)).validate()
+    with pytest.raises(ConfigError) as e:
+        Config(**dict(base, meta_batch_size=10 ** 7)).validate()
+    assert str(e.value).startswith('--meta_batch_size=10000000, --update_batch_size=5, '
+                                   '--num_updates=1, --num_classes=5 need at least ')
+    assert 'for one step (the meta-batch alone: the --model network is not counted), more ' \
+        'than the 16 GB available' in str(e.value)
+
+
 def test_available_memory_is_a_positive_number_of_bytes_here():
     assert config_module.available_memory() > 0
 
