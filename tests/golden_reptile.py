@@ -375,6 +375,9 @@ STEP_FILES = {
     'r6_omni_conv_ln_sgd': ('r3 with layer_norm and SGD lr 0.05',
                             _flags(**OMNIGLOT, norm='layer_norm', inner_optimizer='sgd',
                                    update_lr=0.05), 6),
+    'r7_omni_conv_bn_sgd': ('r3 with SGD lr 0.05',
+                            _flags(**OMNIGLOT, norm='batch_norm', inner_optimizer='sgd',
+                                   update_lr=0.05), 7),
 }
 
 
@@ -430,8 +433,10 @@ def float32_deviation(path):
     variable): the fraction is the least f such that every element meets
     |mine - file| <= VALUE_RTOL |file| + f * max|file - init| (per variable,
     per task). Kinds: losses (f relative to the largest loss), adapted,
-    after_step, and *_bn_biases for the biases feeding a batch norm (there the
-    deviation over adam_displacement_bound instead)."""
+    after_step, and *_bn_biases for the biases feeding a batch norm, whose
+    true displacement is 0: there |mine - init| over, for adam,
+    adam_displacement_bound (times epsilon after the meta step), for sgd, the
+    largest displacement of any variable of the task (or of the meta step)."""
     z, flags, var_names, init, tasks = load_step_file(path)
     zero_grad = biases_feeding_batch_norm(flags)
     bound = adam_displacement_bound(flags['update_lr'], flags['inner_iters'])
@@ -446,10 +451,13 @@ def float32_deviation(path):
         if fraction >= entry[1]:
             entry[1], entry[2] = fraction, name
 
-    def note_variable(kind, name, mine, expected):
+    def note_variable(kind, name, mine, expected, largest_move):
         if name in zero_grad:
-            note(kind + '_bn_biases', name, mine - init[name], 0.0,
-                 bound * (flags['epsilon'] if kind == 'after_step' else 1), rtol=0)
+            if flags['inner_optimizer'] == 'adam':
+                scale = bound * (flags['epsilon'] if kind == 'after_step' else 1)
+            else:
+                scale = largest_move
+            note(kind + '_bn_biases', name, mine - init[name], 0.0, scale, rtol=0)
         else:
             note(kind, name, mine, expected, float(np.abs(expected - init[name]).max()))
 
@@ -460,11 +468,15 @@ def float32_deviation(path):
         expected_losses = z['task%d/losses' % i]
         note('losses', 'task%d' % i, losses, expected_losses,
              float(np.abs(expected_losses).max()), rtol=0)
+        expected = {name: z['adapted/%d/%s' % (i, name)] for name in var_names}
+        largest_move = max(np.abs(expected[n] - init[n]).max() for n in var_names)
         for name in var_names:
-            note_variable('adapted', name, adapted[name], z['adapted/%d/%s' % (i, name)])
+            note_variable('adapted', name, adapted[name], expected[name], largest_move)
     after = reptile_meta_step(init, adapted_all, np.float32(z['epsilon']))  # all float32
+    expected = {name: z['after_step/' + name] for name in var_names}
+    largest_move = max(np.abs(expected[n] - init[n]).max() for n in var_names)
     for name in var_names:
-        note_variable('after_step', name, after[name], z['after_step/' + name])
+        note_variable('after_step', name, after[name], expected[name], largest_move)
     return worst
 
 
