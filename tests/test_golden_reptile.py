@@ -1,7 +1,9 @@
 """The independent float64 Reptile that writes the golden Reptile step files
 (tests/golden_reptile.py), checked on its own: against closed forms and hand
-computations, for determinism against the committed files, and every Reptile
-step file in MAML_GOLDEN_DIR for consistency with the format's rules.
+computations, for determinism against the committed files, its networks
+against the original program's variables and outputs in the MAML step files,
+and every Reptile step file in MAML_GOLDEN_DIR for consistency with the
+format's rules.
 
 These test the generator, not the project.
 """
@@ -205,3 +207,34 @@ def test_a_reptile_step_file_keeps_the_formats_rules(filename):
         assert z['task%d/inputs' % i].shape[:2] == (k, batch)
         assert z['task%d/labels' % i].shape[:2] == (k, batch)
         assert z['task%d/losses' % i].shape == (k,)
+
+
+def _maml_step_files():
+    names = []
+    for name in sorted(os.listdir(GOLDEN_DIR)) if os.path.isdir(GOLDEN_DIR) else []:
+        if name.endswith('.npz'):
+            with np.load(os.path.join(GOLDEN_DIR, name)) as z:
+                if 'config_name' in z.files and 'algorithm' not in z.files:
+                    names.append(name)
+    return names
+
+
+@pytest.mark.parametrize('filename', _maml_step_files())
+def test_the_generators_network_reproduces_the_reference_programs_variables_and_outputs(
+        filename):
+    """The MAML step files hold the original program's variables and its
+    pre-update outputs: the generator's own nets must give the same."""
+    z = np.load(os.path.join(GOLDEN_DIR, filename))
+    maml_flags = json.loads(str(z['flags_json']))
+    flags = {key: maml_flags[key] for key in
+             ('datasource', 'num_classes', 'norm', 'conv', 'max_pool', 'num_filters')}
+    architecture = reptile.architecture(flags)
+    shapes = json.loads(str(z['var_shapes_json']))
+    assert [name for name, _, _ in architecture] == [str(n) for n in z['var_names']]
+    assert {name: list(shape) for name, _, shape in architecture} == shapes
+    params = {name: tf.constant(z['init/' + name], tf.float64) for name, _, _ in architecture}
+    for task, inputs in enumerate(z['inputa']):
+        outputs = reptile.forward(params, tf.constant(inputs, tf.float64), flags).numpy()
+        expected = z['outputas'][task]
+        np.testing.assert_allclose(outputs, expected, rtol=1e-4,
+                                   atol=1e-4 * np.abs(expected).max(), err_msg=filename)
