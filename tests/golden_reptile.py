@@ -397,6 +397,13 @@ def write_step_files(directory=GOLDEN_DIR):
 
 
 # --------------------------------------------------------- float32 deviation
+def is_reptile_step_file(path):
+    if not path.endswith('.npz'):
+        return False
+    with np.load(path) as z:
+        return 'algorithm' in z.files and str(z['algorithm']) == 'reptile'
+
+
 def load_step_file(path):
     """(flags, var_names, init, per-task (inputs, labels)) of a Reptile step file."""
     z = np.load(path)
@@ -486,10 +493,13 @@ def main(argv=None):
                         help='replay the files in float32 and print the deviations')
     parser.add_argument('--dir', default=GOLDEN_DIR, help='folder of the r*.npz files')
     args = parser.parse_args(argv)
+    if not os.path.isdir(args.dir):
+        parser.error('--dir=%s is not a folder: give an existing folder' % args.dir)
     if not args.float32:
         write_step_files(args.dir)
         return 0
-    for name in sorted(f for f in os.listdir(args.dir) if f.startswith('r') and f.endswith('.npz')):
+    for name in sorted(f for f in os.listdir(args.dir) if is_reptile_step_file(
+            os.path.join(args.dir, f))):
         for kind, (dev, ratio, var) in float32_deviation(os.path.join(args.dir, name)).items():
             print('%-28s %-21s max|dev| %.2e  atol fraction needed %.2e (%s)'
                   % (name, kind, dev, ratio, var))

@@ -24,13 +24,8 @@ PROJECT_MODULES = {'networks', 'maml', 'steps', 'keras_network', 'utils'}
 def _reptile_files():
     if not os.path.isdir(GOLDEN_DIR):
         return []
-    found = []
-    for name in sorted(os.listdir(GOLDEN_DIR)):
-        if name.endswith('.npz'):
-            with np.load(os.path.join(GOLDEN_DIR, name)) as z:
-                if 'algorithm' in z.files and str(z['algorithm']) == 'reptile':
-                    found.append(name)
-    return found
+    return [name for name in sorted(os.listdir(GOLDEN_DIR))
+            if reptile.is_reptile_step_file(os.path.join(GOLDEN_DIR, name))]
 
 
 def _linear_flags(**overrides):
