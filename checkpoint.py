@@ -1,8 +1,9 @@
 """Checkpoints by the reference's TF1 variable names, written crash-safely.
 
 This module alone decides what a checkpoint holds and under which names:
-`contents(model, state)` produces it and `restore(model, ...)` reads it back,
-fed by the model (its variables by TF1 name) and its two Adam optimisers.
+`contents(model, optimizers, state)` produces it and `restore(model, contents,
+prefix, optimizers)` reads it back, given the model (its variables by TF1 name)
+and the training's two Adam optimisers (optimizers.Optimizers) explicitly.
 
 A checkpoint `model{itr}` is a TensorFlow V2 checkpoint (`.index` + `.data`)
 holding each trainable variable under its TF1 name (`model/conv1`,
@@ -63,18 +64,18 @@ class RunState:
 
 
 # ------------------------------------------------------------- contents
-# The reference built its pre-training Adam first and its meta-training Adam
-# second; TF1 named their slots VAR/Adam, VAR/Adam_1 and VAR/Adam_2, VAR/Adam_3,
-# and their beta powers beta1_power, beta2_power and beta1_power_1, beta2_power_1.
-_ADAM_NAMES = (('pretrain_optimizer', ('Adam', 'Adam_1'), ''),
-               ('metatrain_optimizer', ('Adam_2', 'Adam_3'), '_1'))
+def optimizer_variables(optimizers):
+    """Both Adam optimisers' variables, by the names a TF1 Saver gave them.
 
-
-def optimizer_variables(model):
-    """Both Adam optimisers' variables, by the names a TF1 Saver gave them."""
+    The reference built its pre-training Adam first and its meta-training Adam
+    second; TF1 named their slots VAR/Adam, VAR/Adam_1 and VAR/Adam_2,
+    VAR/Adam_3, and their beta powers beta1_power, beta2_power and
+    beta1_power_1, beta2_power_1.
+    """
     entries = {}
-    for attribute, (m_name, v_name), power_suffix in _ADAM_NAMES:
-        optimizer = getattr(model, attribute)
+    for optimizer, (m_name, v_name), power_suffix in (
+            (optimizers.pretrain, ('Adam', 'Adam_1'), ''),
+            (optimizers.metatrain, ('Adam_2', 'Adam_3'), '_1')):
         for name in optimizer.variables:
             entries[name + '/' + m_name] = optimizer.m[name]
             entries[name + '/' + v_name] = optimizer.v[name]
@@ -83,10 +84,10 @@ def optimizer_variables(model):
     return entries
 
 
-def contents(model, state):
-    """{name: tensor} of one checkpoint: weights, both optimisers, the run state."""
+def contents(model, optimizers, state):
+    """{name: tensor} of one checkpoint: the model's weights, both optimisers, the run state."""
     tensors = dict(model.named_variables())
-    tensors.update(optimizer_variables(model))
+    tensors.update(optimizer_variables(optimizers))
     tensors[STATE_KEY] = tf.constant(state.to_json())
     return tensors
 
@@ -100,13 +101,14 @@ def read_state(contents):
     return RunState.from_json(raw.decode() if isinstance(raw, bytes) else raw)
 
 
-def restore(model, contents, prefix, with_optimizers, hint=''):
-    """Set the model's weights (and, with_optimizers, both Adams) from a checkpoint's
-    contents; its RunState, or None for a checkpoint that holds only weights."""
+def restore(model, contents, prefix, optimizers=None, hint=''):
+    """Set the model's weights (and, if given, both optimisers' state) from a
+    checkpoint's contents; its RunState, or None for a checkpoint that holds
+    only weights (the reference's: the optimisers stay as they are)."""
     assign(model.named_variables(), contents, prefix, hint)
     state = read_state(contents)
-    if with_optimizers and state is not None:
-        assign(optimizer_variables(model), contents, prefix, hint)
+    if optimizers is not None and state is not None:
+        assign(optimizer_variables(optimizers), contents, prefix, hint)
     return state
 
 

@@ -16,6 +16,7 @@ from typing import Optional
 
 DATASOURCES = ('sinusoid', 'omniglot', 'miniimagenet')
 NORMS = ('batch_norm', 'layer_norm', 'None')
+DISTRIBUTIONS = ('auto', 'one_device', 'mirrored', 'multi_worker')  # distribute.choose
 INT32_MAX = 2 ** 31 - 1  # TensorFlow and numpy take the sizes and counts as int32
 # The inner loop is unrolled into the compiled training step: its tracing time
 # and memory grow with each step (20 steps of the sinusoid net already take
@@ -58,6 +59,11 @@ def available_memory():
     except (OSError, ValueError):
         pass
     return available
+
+
+def _one_of(choices):
+    """'a, b or c'."""
+    return '%s or %s' % (', '.join(choices[:-1]), choices[-1])
 
 
 def _type_of(field):
@@ -108,7 +114,7 @@ class Config:
     xla: bool = True                   # compile the fully connected nets' steps with XLA
     inter_op_threads: int = -1         # -1: chosen per configuration (thread_settings)
     intra_op_threads: int = -1
-    distribute: str = 'auto'           # distribute.CHOICES; see distribute.choose
+    distribute: str = 'auto'           # DISTRIBUTIONS; see distribute.choose
     worker_timeout: int = 60           # seconds (multi-worker jobs)
     progress: bool = True              # progress on stderr (progress.py)
     model: Optional[str] = None        # the network to meta-learn (model_source.py)
@@ -140,7 +146,7 @@ class Config:
             raise ConfigError('unknown --datasource=%s: use one of %s'
                               % (self.datasource, ', '.join(DATASOURCES)))
         if self.norm not in NORMS:
-            raise ConfigError('unknown --norm=%s: use batch_norm, layer_norm or None' % self.norm)
+            raise ConfigError('unknown --norm=%s: use %s' % (self.norm, _one_of(NORMS)))
         if self.baseline not in (None, 'oracle'):
             raise ConfigError('unknown --baseline=%s: use oracle, or leave it unset' % self.baseline)
         if self.baseline == 'oracle' and self.datasource != 'sinusoid':
@@ -158,9 +164,9 @@ class Config:
                 raise ConfigError('--%s=%s: use a thread count up to %d, 0 for TensorFlow\'s '
                                   'default or -1 to choose per configuration'
                                   % (name, getattr(self, name), MAX_THREADS))
-        if self.distribute not in ('auto', 'one_device', 'mirrored', 'multi_worker'):
-            raise ConfigError('unknown --distribute=%s: use auto, one_device, mirrored or '
-                              'multi_worker' % self.distribute)
+        if self.distribute not in DISTRIBUTIONS:
+            raise ConfigError('unknown --distribute=%s: use %s'
+                              % (self.distribute, _one_of(DISTRIBUTIONS)))
         if self.worker_timeout <= 0:
             raise ConfigError('--worker_timeout=%d must be positive (seconds)' % self.worker_timeout)
         if self.seed is not None and not 0 <= self.seed < 2 ** 32:

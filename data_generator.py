@@ -91,23 +91,23 @@ class DataGenerator:
         """Iterator over numpy (inputa, inputb, labela, labelb) meta-batches.
 
         Image batches are fixed by (seed, position) and start at batch `start`;
-        sinusoid batches are numpy's next draws, whatever seed and start.
+        sinusoid batches are numpy's next draws, whatever train, seed and start.
         tasks: a range of task positions; only those tasks of each batch are
         assembled (one worker's share), equal to the same tasks of the whole batch.
         """
         tasks = range(self.batch_size) if tasks is None else tasks
         if self.config.datasource == 'sinusoid':
-            return self._sinusoid_meta_batches(train, tasks)
+            return self._sinusoid_meta_batches(tasks)
         num_a = self.num_classes * self.config.update_batch_size
         return ((images[:, :num_a], images[:, num_a:], labels[:, :num_a], labels[:, num_a:])
                 for images, labels in self.batches(train, seed=seed, start=start, tasks=tasks))
 
-    def _sinusoid_meta_batches(self, train, tasks):
+    def _sinusoid_meta_batches(self, tasks):
         num_a = self.config.update_batch_size
         share = slice(tasks.start, tasks.stop)
         while True:
             # Every worker draws the whole batch (numpy's stream is one) and keeps its share.
-            batch_x, batch_y, amp, phase = (x[share] for x in self.generate(train=train))
+            batch_x, batch_y, amp, phase = (x[share] for x in self.generate())
             if self.config.baseline == 'oracle':
                 batch_x = np.concatenate([batch_x, np.zeros(batch_x.shape[:2] + (2,))], 2)
                 batch_x[:, :, 1] = amp[:, None]
@@ -116,8 +116,11 @@ class DataGenerator:
             yield batch_x[:, :num_a], batch_x[:, num_a:], batch_y[:, :num_a], batch_y[:, num_a:]
 
     # ------------------------------------------------------------ sinusoid
-    def generate_sinusoid_batch(self, train=True, input_idx=None):
-        """inputs, outputs [batch, samples, 1], amplitudes, phases (train is unused).
+    def generate_sinusoid_batch(self, input_idx=None):
+        """inputs, outputs [batch, samples, 1], amplitudes, phases.
+
+        Training and evaluation draw alike (the reference's `train` argument
+        changed nothing), so there is no split to choose.
 
         input_idx: replace points from that index on by an even grid over the
         input range (for plots), exactly as the reference did.

@@ -24,7 +24,6 @@ from typing import Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-CHOICES = ('auto', 'one_device', 'mirrored', 'multi_worker')
 # Flags that may differ between the workers of one job (paths on each host,
 # its threads, its patience); every other flag must be the same on all.
 PER_WORKER_FLAGS = ('data_folder', 'logdir', 'inter_op_threads', 'intra_op_threads',

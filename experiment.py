@@ -32,6 +32,7 @@ from data_generator import DataError, DataGenerator, numpy_global_state, set_num
 import model_source
 from maml import MAML
 from networks import NetworkError
+from optimizers import Optimizers
 from progress import Progress
 from schedule import Schedule
 from steps import Steps
@@ -202,7 +203,7 @@ def train(config, steps, data, exp_dir, state):
     On several workers every worker runs this loop on its share of each batch;
     only the chief prints, writes summaries and saves.
     """
-    model, replicas = steps.model, steps.replicas
+    model, optimizers, replicas = steps.model, steps.optimizers, steps.replicas
     schedule = Schedule(config, validation=data.has_validation_set)
     progress = Progress(config.progress and replicas.is_chief, schedule.total,
                         state.next_iteration)
@@ -233,7 +234,7 @@ def train(config, steps, data, exp_dir, state):
         state.next_iteration = itr + 1
         state.numpy_random_state = numpy_global_state()
         if replicas.is_chief:
-            checkpoint.save(exp_dir, itr, checkpoint.contents(model, state))
+            checkpoint.save(exp_dir, itr, checkpoint.contents(model, optimizers, state))
 
     writer = tf.summary.create_file_writer(exp_dir) if config.log and replicas.is_chief else None
     say('Done initializing, starting training.')
@@ -472,6 +473,9 @@ def run(config):
     try:
         with replicas.strategy.scope():
             model = MAML(config, seed=config.seed, network=model_source.load(config))
+            # The training's optimiser state, apart from the model; testing
+            # never applies it, and leaves it as new.
+            optimizers = Optimizers.create(model)
     except NetworkError:
         _remove_if_empty(exp_dir, made)  # a folder this run made for nothing
         raise
@@ -485,8 +489,8 @@ def run(config):
             hint = (' (it was written by another model or other flags: this --model=%s may have '
                     'changed since; check the flags against the experiment name %s)'
                     % (config.model, config.exp_string))
-        saved = checkpoint.restore(model, contents, prefix, with_optimizers=config.train,
-                                   hint=hint)
+        saved = checkpoint.restore(model, contents, prefix,
+                                   optimizers=optimizers if config.train else None, hint=hint)
         # The reference's checkpoints hold only the weights: it resumed at the
         # saved iteration with a fresh optimiser.
         state = saved if (saved is not None and config.train) else RunState(next_iteration=iteration)
@@ -496,7 +500,7 @@ def run(config):
         # Fixed by --seed; otherwise any seed, drawn without touching numpy's
         # global generator (the sinusoid batches come from it).
         state.batch_seed = config.seed if config.seed is not None else secrets.randbelow(2 ** 31 - 1)
-    steps = Steps(model, replicas)
+    steps = Steps(model, replicas, optimizers)
     try:
         if cluster is not None:
             _agree_on_position(config, replicas, state)

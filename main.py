@@ -53,58 +53,64 @@ import tf_env  # noqa: E402,F401 (before TensorFlow loads)
 from absl import app, flags  # noqa: E402
 
 from checkpoint import CheckpointError  # noqa: E402
-from config import Config, ConfigError  # noqa: E402
+from config import DISTRIBUTIONS, Config, ConfigError  # noqa: E402
 from data_generator import DataError  # noqa: E402
-from distribute import CHOICES, ClusterError, JoinInterrupted, WorkerLost  # noqa: E402
+from distribute import ClusterError, JoinInterrupted, WorkerLost  # noqa: E402
 from experiment import TrainingStopped, run, set_threads  # noqa: E402
 from folder_lock import FolderInUse  # noqa: E402
 from networks import NetworkError  # noqa: E402
 
 FLAGS = flags.FLAGS
 
+
+def _define(define, name, help_text, **extra):
+    """Define flag `name` with absl's `define`; its default is Config's, written there only."""
+    define(name, Config.__dataclass_fields__[name].default, help=help_text, **extra)
+
+
 ## Dataset/method options
-flags.DEFINE_string('datasource', 'sinusoid', 'sinusoid or omniglot or miniimagenet')
-flags.DEFINE_integer('num_classes', 5, 'number of classes used in classification (e.g. 5-way classification).')
+_define(flags.DEFINE_string, 'datasource', 'sinusoid or omniglot or miniimagenet')
+_define(flags.DEFINE_integer, 'num_classes', 'number of classes used in classification (e.g. 5-way classification).')
 # oracle means task id is input (only suitable for sinusoid)
-flags.DEFINE_string('baseline', None, 'oracle, or leave unset for none')
+_define(flags.DEFINE_string, 'baseline', 'oracle, or leave unset for none')
 
 ## Training options
-flags.DEFINE_integer('pretrain_iterations', 0, 'number of pre-training iterations.')
-flags.DEFINE_integer('metatrain_iterations', 15000, 'number of metatraining iterations.')  # 15k for omniglot, 50k for sinusoid
-flags.DEFINE_integer('meta_batch_size', 25, 'number of tasks sampled per meta-update')
-flags.DEFINE_float('meta_lr', 0.001, 'the base learning rate of the generator')
-flags.DEFINE_integer('update_batch_size', 5, 'number of examples used for inner gradient update (K for K-shot learning).')
-flags.DEFINE_float('update_lr', 1e-3, 'step size alpha for inner gradient update.')  # 0.1 for omniglot
-flags.DEFINE_integer('num_updates', 1, 'number of inner gradient updates during training.')
+_define(flags.DEFINE_integer, 'pretrain_iterations', 'number of pre-training iterations.')
+_define(flags.DEFINE_integer, 'metatrain_iterations', 'number of metatraining iterations.')  # 15k for omniglot, 50k for sinusoid
+_define(flags.DEFINE_integer, 'meta_batch_size', 'number of tasks sampled per meta-update')
+_define(flags.DEFINE_float, 'meta_lr', 'the base learning rate of the generator')
+_define(flags.DEFINE_integer, 'update_batch_size', 'number of examples used for inner gradient update (K for K-shot learning).')
+_define(flags.DEFINE_float, 'update_lr', 'step size alpha for inner gradient update.')  # 0.1 for omniglot
+_define(flags.DEFINE_integer, 'num_updates', 'number of inner gradient updates during training.')
 
 ## Model options
-flags.DEFINE_string('norm', 'batch_norm', 'batch_norm, layer_norm, or None')
-flags.DEFINE_integer('num_filters', 64, 'number of filters for conv nets -- 32 for miniimagenet, 64 for omiglot.')
-flags.DEFINE_bool('conv', True, 'whether or not to use a convolutional network, only applicable in some cases')
-flags.DEFINE_bool('max_pool', False, 'Whether or not to use max pooling rather than strided convolutions')
-flags.DEFINE_bool('stop_grad', False, 'if True, do not use second derivatives in meta-optimization (for speed)')
+_define(flags.DEFINE_string, 'norm', 'batch_norm, layer_norm, or None')
+_define(flags.DEFINE_integer, 'num_filters', 'number of filters for conv nets -- 32 for miniimagenet, 64 for omiglot.')
+_define(flags.DEFINE_bool, 'conv', 'whether or not to use a convolutional network, only applicable in some cases')
+_define(flags.DEFINE_bool, 'max_pool', 'Whether or not to use max pooling rather than strided convolutions')
+_define(flags.DEFINE_bool, 'stop_grad', 'if True, do not use second derivatives in meta-optimization (for speed)')
 
 ## Logging, saving, and testing options
-flags.DEFINE_bool('log', True, 'if false, do not log summaries, for debugging code.')
-flags.DEFINE_string('logdir', '/tmp/data', 'directory for summaries and checkpoints.')
-flags.DEFINE_bool('resume', True, 'resume training if there is a model available')
-flags.DEFINE_bool('train', True, 'True to train, False to test.')
-flags.DEFINE_integer('test_iter', -1, 'iteration to load model (-1 for latest model)')
-flags.DEFINE_bool('test_set', False, 'Set to true to test on the the test set, False for the validation set.')
-flags.DEFINE_integer('train_update_batch_size', -1, 'number of examples used for gradient update during training (use if you want to test with a different number).')
-flags.DEFINE_float('train_update_lr', -1, 'value of inner gradient step step during training. (use if you want to test with a different value)')  # 0.1 for omniglot
+_define(flags.DEFINE_bool, 'log', 'if false, do not log summaries, for debugging code.')
+_define(flags.DEFINE_string, 'logdir', 'directory for summaries and checkpoints.')
+_define(flags.DEFINE_bool, 'resume', 'resume training if there is a model available')
+_define(flags.DEFINE_bool, 'train', 'True to train, False to test.')
+_define(flags.DEFINE_integer, 'test_iter', 'iteration to load model (-1 for latest model)')
+_define(flags.DEFINE_bool, 'test_set', 'Set to true to test on the the test set, False for the validation set.')
+_define(flags.DEFINE_integer, 'train_update_batch_size', 'number of examples used for gradient update during training (use if you want to test with a different number).')
+_define(flags.DEFINE_float, 'train_update_lr', 'value of inner gradient step step during training. (use if you want to test with a different value)')  # 0.1 for omniglot
 
 ## New in this port
-flags.DEFINE_string('data_folder', None, 'where the prepared data set lives (default ./data/omniglot_resized, or ./data/miniImagenet holding train/ val/ test/)')
-flags.DEFINE_bool('xla', True, 'compile the steps of the fully connected nets (sinusoid, --conv=False) with XLA; --xla=False where XLA is unavailable')
-flags.DEFINE_integer('inter_op_threads', -1, 'TensorFlow ops run side by side (0: TensorFlow\'s default; -1: chosen per configuration, see Config.thread_settings)')
-flags.DEFINE_integer('intra_op_threads', -1, 'threads within one op (0: TensorFlow\'s default; -1: chosen per configuration)')
-flags.DEFINE_enum('distribute', 'auto', CHOICES, 'where training runs: auto (with TF_CONFIG set, one worker of a MultiWorkerMirroredStrategy job; on a host with several GPUs, all of them; else one device), one_device, mirrored (every GPU of this host), or multi_worker (needs TF_CONFIG); see README "Scaling out"')
-flags.DEFINE_integer('worker_timeout', 60, 'seconds a worker of a multi-worker job waits for the others to join, and for one that stops answering before all stop')
-flags.DEFINE_bool('progress', True, 'show progress on stderr (what the printed numbers are, compiling, iteration, iterations/s, time left; after a test, the labelled results): a live bar on a terminal, a line a minute in a log file; stdout keeps the reference\'s lines')
-flags.DEFINE_string('model', None, 'meta-learn your own network: module:function or path/to/file.py:function, a function taking the Config and returning a Keras model or a networks.Network, or a saved Keras model path/to/model.keras (see README "Your own model"); unset: the reference\'s network')
-flags.DEFINE_string('export_model', None, 'with --model (a Keras model) and --train=False: instead of testing, write the checkpoint\'s meta-learned initial weights into the model and save it to this path, .keras (the whole model) or .weights.h5 (its weights)')
-flags.DEFINE_integer('seed', None, 'seed numpy, random and TensorFlow for a repeatable run (unset: unseeded, as the reference)')
+_define(flags.DEFINE_string, 'data_folder', 'where the prepared data set lives (default ./data/omniglot_resized, or ./data/miniImagenet holding train/ val/ test/)')
+_define(flags.DEFINE_bool, 'xla', 'compile the steps of the fully connected nets (sinusoid, --conv=False) with XLA; --xla=False where XLA is unavailable')
+_define(flags.DEFINE_integer, 'inter_op_threads', 'TensorFlow ops run side by side (0: TensorFlow\'s default; -1: chosen per configuration, see Config.thread_settings)')
+_define(flags.DEFINE_integer, 'intra_op_threads', 'threads within one op (0: TensorFlow\'s default; -1: chosen per configuration)')
+_define(flags.DEFINE_enum, 'distribute', 'where training runs: auto (with TF_CONFIG set, one worker of a MultiWorkerMirroredStrategy job; on a host with several GPUs, all of them; else one device), one_device, mirrored (every GPU of this host), or multi_worker (needs TF_CONFIG); see README "Scaling out"', enum_values=DISTRIBUTIONS)
+_define(flags.DEFINE_integer, 'worker_timeout', 'seconds a worker of a multi-worker job waits for the others to join, and for one that stops answering before all stop')
+_define(flags.DEFINE_bool, 'progress', 'show progress on stderr (what the printed numbers are, compiling, iteration, iterations/s, time left; after a test, the labelled results): a live bar on a terminal, a line a minute in a log file; stdout keeps the reference\'s lines')
+_define(flags.DEFINE_string, 'model', 'meta-learn your own network: module:function or path/to/file.py:function, a function taking the Config and returning a Keras model or a networks.Network, or a saved Keras model path/to/model.keras (see README "Your own model"); unset: the reference\'s network')
+_define(flags.DEFINE_string, 'export_model', 'with --model (a Keras model) and --train=False: instead of testing, write the checkpoint\'s meta-learned initial weights into the model and save it to this path, .keras (the whole model) or .weights.h5 (its weights)')
+_define(flags.DEFINE_integer, 'seed', 'seed numpy, random and TensorFlow for a repeatable run (unset: unseeded, as the reference)')
 
 
 def config_from_flags():

@@ -7,15 +7,18 @@ inner loop are just another dict. A meta-batch runs as one call: every tensor
 has the task as its axis 0, the fast weights carry one copy per task
 (`[tasks, ...]`), and normalisation statistics are taken per task, so the
 result is the reference's per-task `task_metalearn` mapped over the batch.
+
+The optimiser state is not here either: both Adams (optimizers.py) belong to
+the training code, whose steps (steps.py) apply the meta-gradients computed here.
 """
 import tensorflow as tf
 
 from networks import ReferenceNetwork
-from utils import Adam, accuracy, mse, xent
+from utils import accuracy, mse, xent
 
 
 class MAML:
-    """The algorithm (inner loop, meta-objective, meta-gradient) on a network.
+    """The algorithm (inner loop, meta-objective, meta-gradient, clipping) on a network.
 
     network: a networks.Network; default the reference's net for `config`
     (ReferenceNetwork(config, seed)).
@@ -35,8 +38,6 @@ class MAML:
         self.tf1_names = {var.ref(): self.network.checkpoint_names[key]
                           for key, var in variables.items()}
         self.variables = list(self.tf1_names)
-        self.pretrain_optimizer = Adam(self.named_variables(), config.meta_lr)
-        self.metatrain_optimizer = Adam(self.named_variables(), config.meta_lr)
 
     # The built-in net's normalisation parameters and scopes, read (and in
     # tests swapped) through the model as before the network had its own class.

@@ -10,6 +10,10 @@ and with one replica the step is the reference's. MiniImagenet's clipping
 applies to the summed meta-gradient. On one device the strategy is
 TensorFlow's default one, whose run and all-reduce are plain calls.
 
+The optimiser state is the training's, not the model's: `Steps` applies the
+`optimizers.Optimizers` it is given (the pre-training and the meta-training
+Adam), or fresh ones made for the model when none are given.
+
 Every method takes this worker's tasks of a meta-batch (numpy arrays or
 tensors, tasks on axis 0) and `num_tasks`, the meta-batch's size over all
 workers; it defaults to the tasks given, right whenever one process holds the
@@ -20,15 +24,23 @@ import functools
 import tensorflow as tf
 
 from distribute import Replicas
+from optimizers import Optimizers
 
 SUM = tf.distribute.ReduceOp.SUM
 
 
 class Steps:
-    def __init__(self, model, replicas=None):
+    """The steps of `model` (a maml.MAML) on `replicas` (default: this device),
+    updating `optimizers` (default: fresh Adams, made in the strategy's scope)."""
+
+    def __init__(self, model, replicas=None, optimizers=None):
         self.model = model
         self.replicas = replicas or Replicas()
         self.strategy = self.replicas.strategy
+        if optimizers is None:
+            with self.strategy.scope():
+                optimizers = Optimizers.create(model)
+        self.optimizers = optimizers
         # XLA compiles one device's program: with several replicas, the
         # all-reduce sits between their programs.
         jit = model.config.jit_compile and self.replicas.num_replicas == 1
@@ -145,7 +157,7 @@ class Steps:
                         evaluated_steps=None):
         res, grads, applied = self._train_step(
             functools.partial(self.model.metatrain_gradients, evaluated_steps=evaluated_steps),
-            self.model.metatrain_optimizer, inputa, inputb, labela, labelb, num_tasks, index,
+            self.optimizers.metatrain, inputa, inputb, labela, labelb, num_tasks, index,
             clip=True)
         return dict(res, metagrads_unclipped=grads, metagrads=applied)
 
@@ -155,7 +167,7 @@ class Steps:
                                     evaluated_steps=evaluated_steps)
 
     def _pretrain_step(self, inputa, inputb, labela, labelb, num_tasks, index=None):
-        return self._train_step(self.model.pretrain_gradients, self.model.pretrain_optimizer,
+        return self._train_step(self.model.pretrain_gradients, self.optimizers.pretrain,
                                 inputa, inputb, labela, labelb, num_tasks, index)[0]
 
     def _repeat(self, step, inputa, inputb, labela, labelb, count, num_tasks):

@@ -1,4 +1,4 @@
-"""Layers, losses and the outer optimiser, shared by the model.
+"""Layers and losses, shared by the networks and the algorithm.
 
 Every tensor here is batched over tasks: axis 0 is the task of the meta-batch,
 axis 1 the example within the task. Statistics (batch norm) are per task, so a
@@ -153,37 +153,6 @@ def accuracy(pred, label):
     """Fraction of each task's examples whose argmax matches: [T, n, c] -> [T]."""
     hits = tf.equal(tf.argmax(pred, -1), tf.argmax(label, -1))
     return tf.reduce_mean(tf.cast(hits, tf.float32), axis=1)
-
-
-class Adam:
-    """TF1's AdamOptimizer: the same kernel (ApplyAdam), slots and beta powers.
-
-    Kept as plain variables (slots m and v by the variable's checkpoint name,
-    and the two beta powers) so that checkpoint.py can save them under the
-    names a TF1 Saver gave them and a resumed run continues with its optimiser
-    state.
-    """
-
-    def __init__(self, variables, learning_rate, beta1=0.9, beta2=0.999, epsilon=1e-8):
-        self.variables = dict(variables)  # checkpoint name -> tf.Variable
-        self.learning_rate = learning_rate
-        self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
-        self.m = {n: tf.Variable(tf.zeros_like(v), trainable=False) for n, v in self.variables.items()}
-        self.v = {n: tf.Variable(tf.zeros_like(v), trainable=False) for n, v in self.variables.items()}
-        self.beta1_power = tf.Variable(beta1, dtype=tf.float32, trainable=False)
-        self.beta2_power = tf.Variable(beta2, dtype=tf.float32, trainable=False)
-
-    def apply(self, grads, learning_rate=None):
-        """grads: dict checkpoint name -> gradient. One TF1 Adam step."""
-        lr = self.learning_rate if learning_rate is None else learning_rate
-        for name, var in self.variables.items():
-            tf.raw_ops.ResourceApplyAdam(
-                var=var.handle, m=self.m[name].handle, v=self.v[name].handle,
-                beta1_power=self.beta1_power, beta2_power=self.beta2_power,
-                lr=tf.cast(lr, tf.float32), beta1=self.beta1, beta2=self.beta2,
-                epsilon=self.epsilon, grad=grads[name])
-        self.beta1_power.assign(self.beta1_power * self.beta1)
-        self.beta2_power.assign(self.beta2_power * self.beta2)
 
 
 def truncated_normal(shape, stddev, rng):

@@ -106,7 +106,7 @@ def _restored_model(exp_dir):
     if found is None:
         sys.exit('error: no checkpoint in %s' % exp_dir)
     model = MAML(config, seed=0)
-    checkpoint.restore(model, found[2], found[1], with_optimizers=False)
+    checkpoint.restore(model, found[2], found[1])
     return model, config
 
 

@@ -14,6 +14,7 @@ from checkpoint import CheckpointError, RunState
 from conftest import require_data
 from config import Config
 from maml import MAML
+from optimizers import Optimizers
 from steps import Steps
 
 
@@ -23,9 +24,15 @@ def _model(**overrides):
     return MAML(Config(**values), seed=0)
 
 
-def _save(folder, iteration, model, state=None):
+def _save(folder, iteration, model, state=None, optimizers=None):
     return checkpoint.save(str(folder), iteration, checkpoint.contents(
-        model, state or RunState(next_iteration=iteration + 1)))
+        model, optimizers or Optimizers.create(model),
+        state or RunState(next_iteration=iteration + 1)))
+
+
+def _omniglot_batch():
+    return [tf.random.uniform([2, 5, 784], seed=1), tf.random.uniform([2, 5, 784], seed=2),
+            tf.one_hot([[0, 1, 2, 3, 4]] * 2, 5), tf.one_hot([[0, 1, 2, 3, 4]] * 2, 5)]
 
 
 def test_checkpoints_hold_the_reference_names_and_the_adam_state(tmp_path):
@@ -57,42 +64,60 @@ def test_a_tf1_saver_restores_a_checkpoint_written_here(tmp_path):
 
 def test_the_adam_state_and_run_state_come_back_after_a_round_trip(tmp_path):
     model = _model()
-    batch = [tf.random.uniform([2, 5, 784], seed=1), tf.random.uniform([2, 5, 784], seed=2),
-             tf.one_hot([[0, 1, 2, 3, 4]] * 2, 5), tf.one_hot([[0, 1, 2, 3, 4]] * 2, 5)]
-    Steps(model).metatrain_step(*batch)
+    batch = _omniglot_batch()
+    steps = Steps(model)
+    steps.pretrain_step(*batch)  # both Adams hold state of their own
+    steps.metatrain_step(*batch)
     state = RunState(next_iteration=8, batch_seed=12, val_batches_used=3,
                      numpy_random_state=['MT19937', [1, 2], 3, 0, 0.0])
-    _save(tmp_path, 7, model, state)
+    _save(tmp_path, 7, model, state, steps.optimizers)
     other = _model()
+    other_steps = Steps(other)
     iteration, prefix, contents = checkpoint.latest_readable(str(tmp_path))
-    assert checkpoint.restore(other, contents, prefix, with_optimizers=True) == state
+    assert checkpoint.restore(other, contents, prefix, other_steps.optimizers) == state
     assert iteration == 7
-    saved = checkpoint.contents(model, state)
-    restored = checkpoint.contents(other, state)
+    saved = checkpoint.contents(model, steps.optimizers, state)
+    restored = checkpoint.contents(other, other_steps.optimizers, state)
     assert list(saved) == list(restored)
     for name in saved:
         if name != checkpoint.STATE_KEY:
             np.testing.assert_array_equal(saved[name].numpy(), restored[name].numpy(),
                                           err_msg=name)
     # Both continue identically.
-    Steps(model).metatrain_step(*batch)
-    Steps(other).metatrain_step(*batch)
+    steps.metatrain_step(*batch)
+    other_steps.metatrain_step(*batch)
     for a, b in zip(model.trainable_variables, other.trainable_variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
-def test_restoring_for_testing_leaves_the_optimizers_untouched(tmp_path):
+def test_the_two_adams_are_saved_under_their_own_tf1_names(tmp_path):
     model = _model()
-    batch = [tf.random.uniform([2, 5, 784], seed=1), tf.random.uniform([2, 5, 784], seed=2),
-             tf.one_hot([[0, 1, 2, 3, 4]] * 2, 5), tf.one_hot([[0, 1, 2, 3, 4]] * 2, 5)]
-    Steps(model).metatrain_step(*batch)
+    steps = Steps(model)
+    steps.metatrain_step(*_omniglot_batch())  # only the meta-training Adam moves
+    contents = checkpoint.read(_save(tmp_path, 7, model, optimizers=steps.optimizers))
+    assert contents['beta1_power'] == np.float32(0.9)
+    assert not np.any(contents['model/conv1/Adam'])
+    assert contents['beta1_power_1'] == np.float32(0.9) * np.float32(0.9)
+    np.testing.assert_array_equal(contents['model/conv1/Adam_2'],
+                                  steps.optimizers.metatrain.m['model/conv1'].numpy())
+    np.testing.assert_array_equal(contents['model/conv1/Adam_3'],
+                                  steps.optimizers.metatrain.v['model/conv1'].numpy())
+    assert np.any(contents['model/conv1/Adam_2'])
+
+
+def test_restoring_without_optimizers_reads_only_the_weights(tmp_path):
+    model = _model()
+    Steps(model).metatrain_step(*_omniglot_batch())
     prefix = _save(tmp_path, 7, model)
+    # Without its Adam slots the checkpoint still serves testing, which needs
+    # the weights only, but not training, which needs both Adams.
+    weights_and_state = {name: value for name, value in checkpoint.read(prefix).items()
+                         if '/Adam' not in name and 'power' not in name}
     other = _model()
-    checkpoint.restore(other, checkpoint.read(prefix), prefix, with_optimizers=False)
+    assert checkpoint.restore(other, weights_and_state, prefix) == RunState(next_iteration=8)
     np.testing.assert_array_equal(other.weights['conv1'].numpy(), model.weights['conv1'].numpy())
-    assert other.metatrain_optimizer.beta1_power.numpy() == np.float32(0.9)  # as new
-    assert not np.any(other.metatrain_optimizer.m['model/conv1'].numpy())
-    assert np.any(model.metatrain_optimizer.m['model/conv1'].numpy())
+    with pytest.raises(CheckpointError, match='has no variable model/conv1/Adam'):
+        checkpoint.restore(other, weights_and_state, prefix, Optimizers.create(other))
 
 
 def test_a_run_state_written_by_an_earlier_version_reads_with_defaults_for_what_it_lacks():

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ import tensorflow as tf
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
+from config import DISTRIBUTIONS, Config
 from conftest import MAIN, REPO_ROOT, SINE, SINE_EXP, WAIT_TIMEOUT, run_main, wait_for_line
 
 INTERRUPTED = ('Interrupted: stopped at once; the last complete checkpoint (if any) is kept. '
@@ -165,6 +167,26 @@ def test_help_exits_with_status_0_and_names_the_new_flags():
     proc = run_main(['--help'], check=False)
     assert proc.returncode == 0
     assert '--distribute:' in proc.stdout and '--[no]progress:' in proc.stdout
+
+
+def _flag_default(flag):
+    """A flag's default as --helpxml shows it, read back as a Python value."""
+    text, kind = flag.findtext('default'), flag.findtext('type')
+    if text == '':
+        return None
+    return {'bool': lambda t: t == 'true', 'int': int, 'float': float}.get(kind, str)(text)
+
+
+@pytest.mark.slow
+def test_the_flags_are_the_configs_fields_with_its_defaults_and_choices():
+    proc = run_main(['--helpxml'], check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    flags = {f.findtext('name'): f for f in ElementTree.fromstring(proc.stdout).iter('flag')
+             if os.path.basename(f.findtext('file')) == 'main.py'}
+    assert sorted(flags) == sorted(Config.__dataclass_fields__)
+    for name, field in Config.__dataclass_fields__.items():
+        assert _flag_default(flags[name]) == field.default, name
+    assert tuple(v.text for v in flags['distribute'].iter('enum_value')) == DISTRIBUTIONS
 
 
 @pytest.mark.slow
