@@ -76,6 +76,34 @@ class MAML:
         return mse(pred, label)
 
     # ------------------------------------------------------------- inner loop
+    def per_task_weights(self, num_tasks):
+        """One copy of the adapted weights per task ([tasks, ...]), so that the
+        gradient of the summed loss with respect to the copies is each task's own."""
+        return {key: tf.broadcast_to(w, [num_tasks] + w.shape.as_list())
+                for key, w in self.weights.items()}
+
+    def inner_step(self, fast_weights, inputa, labela, identical_tasks=False):
+        """One inner gradient step of every task on split a: the outputs and
+        losses with `fast_weights`, and the fast weights after the step."""
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(list(fast_weights.values()))
+            output = self.forward(inputa, fast_weights, identical_tasks=identical_tasks)
+            loss = self.loss(output, labela)
+            summed = tf.reduce_sum(loss)
+        grads = tape.gradient(summed, fast_weights)
+        if self.config.stop_grad:
+            grads = {key: tf.stop_gradient(g) for key, g in grads.items()}
+        return output, loss, {key: fast_weights[key] - self.update_lr * grads[key]
+                              for key in fast_weights}
+
+    def adapt(self, inputa, labela, num_updates):
+        """Each task's fast weights ([tasks, ...]) after `num_updates` inner steps on split a."""
+        fast_weights = self.per_task_weights(inputa.shape[0])
+        for step in range(num_updates):
+            fast_weights = self.inner_step(fast_weights, inputa, labela,
+                                           identical_tasks=(step == 0))[2]
+        return fast_weights
+
     def task_metalearn(self, inputa, inputb, labela, labelb, num_updates):
         """Adapt to every task of the batch with `num_updates` inner steps.
 
@@ -83,25 +111,13 @@ class MAML:
         j = 1..num_updates lists outputbs, lossesb (on split b with the fast
         weights after j steps); accuracies too for classification.
         """
-        num_tasks = inputa.shape[0]
-        # One copy of the weights per task, so that the gradient of the summed
-        # loss with respect to the copies is each task's own gradient.
-        fast_weights = {key: tf.broadcast_to(w, [num_tasks] + w.shape.as_list())
-                        for key, w in self.weights.items()}
+        fast_weights = self.per_task_weights(inputa.shape[0])
         result = {'outputbs': [], 'lossesb': []}
         for step in range(num_updates):
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(list(fast_weights.values()))
-                output = self.forward(inputa, fast_weights, identical_tasks=(step == 0))
-                loss = self.loss(output, labela)
-                summed = tf.reduce_sum(loss)
+            output, loss, fast_weights = self.inner_step(fast_weights, inputa, labela,
+                                                         identical_tasks=(step == 0))
             if step == 0:
                 result['outputa'], result['lossa'] = output, loss
-            grads = tape.gradient(summed, fast_weights)
-            if self.config.stop_grad:
-                grads = {key: tf.stop_gradient(g) for key, g in grads.items()}
-            fast_weights = {key: fast_weights[key] - self.update_lr * grads[key]
-                            for key in fast_weights}
             output = self.forward(inputb, fast_weights)
             result['outputbs'].append(output)
             result['lossesb'].append(self.loss(output, labelb))

@@ -115,12 +115,17 @@ def _input_description(config):
     return 'sinusoid x' + (' with amplitude and phase (oracle)' if config.baseline else '')
 
 
-def _build(model, config, spec):
+def build(model, config, spec):
     """Build an unbuilt Keras model for the data source's input [examples, dim_input]."""
+    import keras
     try:
-        # A call rather than model.build(): a subclassed model without a build()
-        # of its own would be marked built with no weights.
-        model(tf.zeros([2, config.dim_input]))
+        if isinstance(model, keras.Sequential):
+            # Any number of examples per task (a call would fix the batch size).
+            model.build((None, config.dim_input))
+        else:
+            # A call rather than model.build(): a subclassed model without a
+            # build() of its own would be marked built with no weights.
+            model(tf.zeros([2, config.dim_input]))
     except Exception as e:  # noqa: BLE001
         raise NetworkError('--model=%s: the Keras model is not built, and building it for input '
                            'shape (None, %d) (%s) failed (%s): build it in the function, or '
@@ -128,14 +133,15 @@ def _build(model, config, spec):
                                                         _input_description(config), _one_line(e)))
 
 
-def network(config, made):
-    """`made` (a Keras model or a Network) as the Network MAML runs, checked against the data."""
+def network(config, made, spec=None):
+    """`made` (a Keras model or a Network) as the Network MAML runs, checked against
+    the data; spec: how errors name it (default: the --model flag)."""
     import keras
     from keras_network import KerasNetwork
-    spec = config.model
+    spec = config.model if spec is None else spec
     if isinstance(made, keras.Model):
         if not made.built:
-            _build(made, config, spec)
+            build(made, config, spec)
             print('note: --model=%s returned an unbuilt Keras model: built it for input shape '
                   '(None, %d) (%s)' % (spec, config.dim_input, _input_description(config)),
                   file=sys.stderr)
