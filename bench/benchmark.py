@@ -538,9 +538,10 @@ def main():
         print()
         print('Both networks in one process per configuration, warmed up, then %d windows '
               'each, interleaved (built-in, Keras, Keras, built-in, ...); a ratio divides a '
-              'Keras window\'s it/s by its neighbouring built-in one\'s. CPU-time ratio: built-in '
-              'over Keras CPU seconds (all threads of the process) per iteration, which other '
-              'programs on the machine move less than the wall clock.' % args.windows)
+              'Keras window\'s it/s by its neighbouring built-in one\'s. CPU-time ratio: '
+              'built-in over Keras CPU seconds (all threads of the process) per iteration, '
+              'which other programs on the machine move less than the wall clock.'
+              % args.windows)
         return
 
     print_run_header('Benchmark' + (' (Keras path)' if networks == ['keras'] else ''),

@@ -70,8 +70,9 @@ def main():
         tf.profiler.experimental.stop()
         totals = op_times(trace_dir)
     op_seconds = sum(seconds for seconds, _ in totals.values()) / args.steps
-    print('%s, order %d, %s network: %.1f ms per step (profiled), op kernels %.1f ms per step summed over '
-          'threads' % (args.config, args.order, args.network, 1e3 * wall, 1e3 * op_seconds))
+    print('%s, order %d, %s network: %.1f ms per step (profiled), op kernels %.1f ms per step '
+          'summed over threads' % (args.config, args.order, args.network, 1e3 * wall,
+                                   1e3 * op_seconds))
     print('\n| op type | ms/step | share | ops/step |\n|---|---|---|---|')
     ranked = sorted(totals.items(), key=lambda item: -item[1][0])
     for op_type, (seconds, count) in ranked[:args.top]:
