@@ -5,6 +5,7 @@ Usage:
   python bench/benchmark.py --configs sinusoid omniglot5 --windows 5
   python bench/benchmark.py --omniglot_folder data/omniglot_resized   # adds start-up on real data
   python bench/benchmark.py --reference          # and the reference's graph, side by side
+  python bench/benchmark.py --networks builtin keras   # the Keras path beside the built-in one
   python bench/benchmark.py --scaling            # one worker against two (bench/scaling.py)
   python bench/benchmark.py --end_to_end --omniglot_folder F --miniimagenet_folder M
                                                  # main.py itself, from its printed lines
@@ -25,7 +26,11 @@ also timed, in the same run, with the reference's own graph
 table of speed-ups is printed: absolute speeds on a shared machine move
 between hosts and days; ratios from one run are what can be compared. With
 --end_to_end, main.py itself is timed from its printed lines
-(bench/end_to_end.py).
+(bench/end_to_end.py). With --networks builtin keras, the reference's net
+written as a plain Keras model (keras_network.py) runs beside the built-in
+net, both in one process per configuration with their windows interleaved,
+and the table gives the ratio of their speeds; --networks keras alone times
+the Keras path in the usual table.
 """
 import argparse
 import itertools
@@ -70,17 +75,38 @@ def make_config(name, first_order, **overrides):
     return Config(stop_grad=first_order, **dict(CONFIGS[name][0], **overrides))
 
 
-def build(name, first_order, threads):
+NETWORKS = ('builtin', 'keras')
+
+
+def build(name, first_order, threads, network='builtin'):
     """The config, compiled steps and numpy batch iterator of one configuration,
-    threads set as main.py does."""
+    threads set as main.py does.
+
+    network: 'builtin', the reference's net batched over tasks
+    (networks.ReferenceNetwork), or 'keras', the same net written as a plain
+    Keras model (keras_network.reference_keras_model) behind KerasNetwork.
+    """
     from experiment import set_threads
-    from maml import MAML
-    from steps import Steps
 
     config = make_config(name, first_order, **(
         dict(inter_op_threads=0, intra_op_threads=0) if threads == 'default' else {}))
     set_threads(config)  # as main.py does, before any op runs
-    return config, Steps(MAML(config, seed=0)), numpy_batches(name, config)
+    return config, build_steps(config, network), numpy_batches(name, config)
+
+
+def build_steps(config, network):
+    """Compiled steps of MAML on one of NETWORKS, for config."""
+    from maml import MAML
+    from steps import Steps
+
+    if network == 'builtin':
+        return Steps(MAML(config, seed=0))
+    import keras
+
+    from keras_network import KerasNetwork, reference_keras_model
+    keras.utils.set_random_seed(0)
+    return Steps(MAML(config, network=KerasNetwork(reference_keras_model(config),
+                                                   stop_grad=config.stop_grad)))
 
 
 def numpy_batches(name, config):
@@ -113,49 +139,63 @@ def time_steps(step, batches, windows, min_window_seconds, agree=lambda n: n):
     agree(n): the chief's value of n, for workers of one job, which must make
     the same number of calls.
     """
+    trace_seconds, per_window = warm_up(step, batches, min_window_seconds, agree)
+    rates = [time_window(step, batches, per_window) for _ in range(windows)]
+    return trace_seconds, rates, per_window
+
+
+def warm_up(step, batches, min_window_seconds, agree=lambda n: n):
+    """Seconds of the first call (tracing included), and the calls a window of
+    at least min_window_seconds takes."""
     start = time.perf_counter()
     step(next(batches))
     trace_seconds = time.perf_counter() - start
     for _ in range(2):
         step(next(batches))
-    # Size a window to last at least min_window_seconds.
     start, count = time.perf_counter(), 0
     while agree(int(time.perf_counter() - start < min_window_seconds / 2)):
         step(next(batches))
         count += 1
     per_window = agree(max(1, int(count * min_window_seconds / (time.perf_counter() - start))))
-    rates = []
-    for _ in range(windows):
-        start = time.perf_counter()
-        for _ in range(per_window):
-            step(next(batches))
-        rates.append(per_window / (time.perf_counter() - start))
-    return trace_seconds, rates, per_window
+    return trace_seconds, per_window
 
 
-def measure(name, first_order, windows, min_window_seconds, threads):
-    import numpy as np
-    import tensorflow as tf
+def time_window(step, batches, calls):
+    """Calls/s of `calls` calls in a row."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        step(next(batches))
+    return calls / (time.perf_counter() - start)
 
+
+def step_call(name, config, steps):
+    """One call of meta-training as training runs it, the batches to feed it, and
+    the steps one call makes."""
     from experiment import stack_batches
     from schedule import SUMMARY_INTERVAL
 
-    config, steps, batches = build(name, first_order, threads)
-    first_batch = next(batches)
     if config.datasource == 'sinusoid':
         # As experiment.train runs it: a summary interval of steps per call, their
         # batches drawn and stacked for each call.
-        arrays, count = numpy_batches(name, config), SUMMARY_INTERVAL
-        steps_per_call, feed = SUMMARY_INTERVAL, itertools.repeat(None)
+        arrays = numpy_batches(name, config)
 
         def call(_):
             chunk = [next(arrays) for _ in range(SUMMARY_INTERVAL)]
-            return steps.metatrain_steps(*stack_batches(chunk, SUMMARY_INTERVAL), count).numpy()
-    else:
-        steps_per_call, feed = 1, itertools.chain([first_batch], batches)
+            return steps.metatrain_steps(*stack_batches(chunk, SUMMARY_INTERVAL),
+                                         SUMMARY_INTERVAL).numpy()
+        return call, itertools.repeat(None), SUMMARY_INTERVAL
 
-        def call(batch):
-            return float(steps.metatrain_step(*batch)['objective'])
+    def call(batch):
+        return float(steps.metatrain_step(*batch)['objective'])
+    return call, numpy_batches(name, config), 1
+
+
+def measure(name, first_order, windows, min_window_seconds, threads, network='builtin'):
+    import numpy as np
+
+    config, steps, batches = build(name, first_order, threads, network)
+    first_batch = next(batches)
+    call, feed, steps_per_call = step_call(name, config, steps)
     trace_seconds, rates, per_window = time_steps(call, feed, windows, min_window_seconds)
     rates = [r * steps_per_call for r in rates]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -167,6 +207,46 @@ def measure(name, first_order, windows, min_window_seconds, threads):
             'first_step_s': trace_seconds, 'peak_rss_mb': peak_mb,
             'gflop_per_it': flops['total'] / 1e9,
             'conv_gflop': [[list(k), v / 1e9] for k, v in flops['by_conv'].items()]}
+
+
+def measure_networks(name, first_order, windows, min_window_seconds, threads):
+    """Every network of NETWORKS on one configuration, in one process, their
+    windows interleaved (the order alternating: ABBA...), so that each ratio
+    compares two neighbouring windows of a noisy machine."""
+    import numpy as np
+
+    from experiment import set_threads
+
+    config = make_config(name, first_order, **(
+        dict(inter_op_threads=0, intra_op_threads=0) if threads == 'default' else {}))
+    set_threads(config)
+    runs = {}
+    for network in NETWORKS:
+        call, feed, steps_per_call = step_call(name, config, build_steps(config, network))
+        trace_seconds, per_window = warm_up(call, feed, min_window_seconds)
+        runs[network] = dict(call=call, feed=feed, steps_per_call=steps_per_call,
+                             per_window=per_window, first_step_s=trace_seconds, windows=[],
+                             cpu_s=[])
+    for window in range(windows):
+        for network in NETWORKS if window % 2 == 0 else NETWORKS[::-1]:
+            run = runs[network]
+            cpu_start = time.process_time()  # every thread of this process
+            rate = time_window(run['call'], run['feed'], run['per_window'])
+            run['cpu_s'].append((time.process_time() - cpu_start) / run['per_window'])
+            run['windows'].append(rate * run['steps_per_call'])
+    ratios = [k / b for k, b in zip(runs['keras']['windows'], runs['builtin']['windows'])]
+    # CPU seconds per iteration: less moved by other programs than the wall clock
+    # (they take cores away, not work), though not by cache and memory contention.
+    cpu_ratios = [b / k for k, b in zip(runs['keras']['cpu_s'], runs['builtin']['cpu_s'])]
+    return {'config': name, 'order': 1 if first_order else 2,
+            'threads': '%d x %d' % config.thread_settings(os.cpu_count() or 1),
+            'networks': {n: {'it_per_s': float(np.median(r['windows'])),
+                             'windows': [round(w, 2) for w in r['windows']],
+                             'iterations_per_window': r['per_window'] * r['steps_per_call'],
+                             'cpu_s_per_call': float(np.median(r['cpu_s'])),
+                             'first_step_s': r['first_step_s']} for n, r in runs.items()},
+            'ratios': [round(x, 3) for x in ratios], 'ratio': float(np.median(ratios)),
+            'cpu_ratio': float(np.median(cpu_ratios))}
 
 
 def measure_reference(name, first_order, windows, min_window_seconds, fused_batch_norm=True):
@@ -274,13 +354,15 @@ def child_result(argv, env=None):
     return json.loads(lines[0][len(RESULT_MARKER):])
 
 
-def run_child(args, name, order, program):
-    """Measure one configuration of one program in a fresh process; its JSON result."""
+def run_child(args, name, order, program, network='builtin'):
+    """Measure one configuration of one program (or, program 'networks', of every
+    network side by side) in a fresh process; its JSON result."""
     env = dict(os.environ)
     if program == 'reference':
         env['TF_ENABLE_ONEDNN_OPTS'] = args.reference_onednn
     return child_result([__file__, '--one', name, str(order),
-                         '--program', program, '--windows', str(args.windows),
+                         '--program', program, '--network', network,
+                         '--windows', str(args.windows),
                          '--threads', args.threads,
                          '--min_window_seconds', str(args.min_window_seconds)]
                         + (['--reference_unfused_bn'] if args.reference_unfused_bn else []), env)
@@ -311,6 +393,25 @@ def print_speedups(results, reference, onednn, fused_batch_norm):
             r['config'], r['order'], r['it_per_s'], ref['it_per_s'],
             ', '.join('%.2f' % w for w in ref['windows']), r['it_per_s'] / ref['it_per_s'],
             target_text), flush=True)
+
+
+def print_networks_header():
+    print('| config | order | threads | built-in it/s | Keras it/s | Keras / built-in (median) '
+          '| ratio per window pair (min - max) | CPU-time ratio (median) '
+          '| first call incl. tracing, built-in / Keras (s) |')
+    print('|---|---|---|---|---|---|---|---|---|', flush=True)
+
+
+def print_networks_row(r):
+    """One configuration's row: the Keras path against the built-in one (measure_networks)."""
+    if 'error' in r:
+        print('| %s | %d | failed: %s |' % (r['config'], r['order'], r['error']), flush=True)
+        return
+    builtin, keras = r['networks']['builtin'], r['networks']['keras']
+    print('| %s | %d | %s | %.2f | %.2f | %.2fx | %.2f - %.2f | %.2fx | %.0f / %.0f |' % (
+        r['config'], r['order'], r['threads'], builtin['it_per_s'], keras['it_per_s'],
+        r['ratio'], min(r['ratios']), max(r['ratios']), r['cpu_ratio'], builtin['first_step_s'],
+        keras['first_step_s']), flush=True)
 
 
 def cpu_model():
@@ -354,6 +455,12 @@ def main():
                         help='the reference with batch norm written out, as the golden files '
                              'were made, instead of TensorFlow\'s fused kernel, which the '
                              'original program runs (tf_slim\'s batch_norm picks it)')
+    parser.add_argument('--networks', nargs='+', default=['builtin'], choices=NETWORKS,
+                        help="builtin: the reference's net batched over tasks "
+                             "(networks.ReferenceNetwork); keras: the same net as a plain "
+                             "Keras model behind keras_network.KerasNetwork. Both: each "
+                             "configuration times the two in one process, windows "
+                             "interleaved, and the table gives the Keras / built-in ratio")
     parser.add_argument('--scaling', action='store_true',
                         help='time one worker on one core, two workers on a core each and one '
                              'process on both cores (bench/scaling.py; second order)')
@@ -369,11 +476,16 @@ def main():
     parser.add_argument('--scaling_worker', help=argparse.SUPPRESS)
     parser.add_argument('--scaling_threads', default='one', help=argparse.SUPPRESS)
     parser.add_argument('--one', nargs=2, metavar=('CONFIG', 'ORDER'), help=argparse.SUPPRESS)
-    parser.add_argument('--program', default='port', choices=['port', 'reference'],
+    parser.add_argument('--program', default='port', choices=['port', 'reference', 'networks'],
                         help=argparse.SUPPRESS)
+    parser.add_argument('--network', default='builtin', choices=NETWORKS, help=argparse.SUPPRESS)
     parser.add_argument('--rates', help=argparse.SUPPRESS)
     parser.add_argument('--rates_dtype', default='float32', help=argparse.SUPPRESS)
     args = parser.parse_args()
+    networks = sorted(set(args.networks), key=NETWORKS.index)
+    if networks != ['builtin'] and (args.reference or args.scaling or args.end_to_end):
+        parser.error('--reference, --scaling and --end_to_end time the built-in network only: '
+                     'run them without --networks')
 
     if args.rates:  # child process: large-batch GFLOP/s of these conv signatures, all cores
         signatures = [tuple(s) for s in json.loads(args.rates)]
@@ -407,20 +519,40 @@ def main():
         if args.program == 'reference':
             result = measure_reference(args.one[0], args.one[1] == '1', args.windows,
                                        args.min_window_seconds, not args.reference_unfused_bn)
+        elif args.program == 'networks':
+            result = measure_networks(args.one[0], args.one[1] == '1', args.windows,
+                                      args.min_window_seconds, args.threads)
         else:
             result = measure(args.one[0], args.one[1] == '1', args.windows,
-                             args.min_window_seconds, args.threads)
+                             args.min_window_seconds, args.threads, args.network)
         report_to_parent(result)
         return
 
-    print_run_header('Benchmark', 'benchmark.py')
+    if networks == list(NETWORKS):
+        print_run_header('The Keras path beside the built-in one', 'benchmark.py')
+        print_networks_header()
+        for name in args.configs:
+            for order in args.orders:
+                print_networks_row(dict(run_child(args, name, order, 'networks'),
+                                        config=name, order=order))
+        print()
+        print('Both networks in one process per configuration, warmed up, then %d windows '
+              'each, interleaved (built-in, Keras, Keras, built-in, ...); a ratio divides a '
+              'Keras window\'s it/s by its neighbouring built-in one\'s. CPU-time ratio: '
+              'built-in over Keras CPU seconds (all threads of the process) per iteration, '
+              'which other programs on the machine move less than the wall clock.'
+              % args.windows)
+        return
+
+    print_run_header('Benchmark' + (' (Keras path)' if networks == ['keras'] else ''),
+                     'benchmark.py')
     print('| config | order | threads (inter x intra; 0: TF default) | it/s (median) | windows it/s '
           '| first call incl. tracing (s) | peak RSS (MB) |')
     print('|---|---|---|---|---|---|---|')
     results, reference = [], {}
     for name in args.configs:
         for order in args.orders:
-            r = run_child(args, name, order, 'port')
+            r = run_child(args, name, order, 'port', networks[0])
             if 'error' in r:
                 print('| %s | %d | failed: %s |' % (name, order, r['error']))
                 continue

@@ -2,6 +2,7 @@
 
 Usage:
   python bench/profile_ops.py omniglot5 --order 2 --steps 10
+  python bench/profile_ops.py omniglot5 --network keras   # the net as a Keras model
 
 Builds a configuration of bench/benchmark.py (same model, random batches,
 main.py's thread settings), warms up, records `--steps` steps with
@@ -18,7 +19,7 @@ import sys
 import tempfile
 import time
 
-from benchmark import CONFIGS, build  # noqa: E402 (bench/ is on sys.path)
+from benchmark import CONFIGS, NETWORKS, build  # noqa: E402 (bench/ is on sys.path)
 
 
 def op_times(trace_dir):
@@ -51,10 +52,13 @@ def main():
     parser.add_argument('--order', type=int, default=2, choices=[1, 2])
     parser.add_argument('--steps', type=int, default=10)
     parser.add_argument('--top', type=int, default=20)
+    parser.add_argument('--network', default='builtin', choices=NETWORKS,
+                        help="builtin: the reference's net batched over tasks; keras: the same "
+                             "net as a plain Keras model behind KerasNetwork")
     args = parser.parse_args()
 
     import tensorflow as tf
-    _, steps, batches = build(args.config, args.order == 1, 'auto')
+    _, steps, batches = build(args.config, args.order == 1, 'auto', args.network)
     for _ in range(3):  # tracing and warm-up
         float(steps.metatrain_step(*next(batches))['objective'])
     with tempfile.TemporaryDirectory() as trace_dir:
@@ -66,8 +70,9 @@ def main():
         tf.profiler.experimental.stop()
         totals = op_times(trace_dir)
     op_seconds = sum(seconds for seconds, _ in totals.values()) / args.steps
-    print('%s, order %d: %.1f ms per step (profiled), op kernels %.1f ms per step summed over '
-          'threads' % (args.config, args.order, 1e3 * wall, 1e3 * op_seconds))
+    print('%s, order %d, %s network: %.1f ms per step (profiled), op kernels %.1f ms per step '
+          'summed over threads' % (args.config, args.order, args.network, 1e3 * wall,
+                                   1e3 * op_seconds))
     print('\n| op type | ms/step | share | ops/step |\n|---|---|---|---|')
     ranked = sorted(totals.items(), key=lambda item: -item[1][0])
     for op_type, (seconds, count) in ranked[:args.top]:
