@@ -129,7 +129,7 @@ _define(flags.DEFINE_integer, 'train_shots', 'Reptile: training samples per clas
 _define(flags.DEFINE_integer, 'eval_iters', 'Reptile: inner steps when testing ' + _per_source('eval_iters'))
 _define(flags.DEFINE_integer, 'eval_batch', 'Reptile: mini-batch size when testing ' + _per_source('eval_batch'))
 _define(flags.DEFINE_enum, 'inner_optimizer', 'Reptile: the inner optimiser, adam (beta1=0, as the paper; fresh state for each task) or sgd ' + _per_source('inner_optimizer'), enum_values=INNER_OPTIMIZERS)
-_define(flags.DEFINE_bool, 'transductive', 'Reptile: when testing, batch-norm statistics over the query examples together (as the paper\'s --transductive)')
+_define(flags.DEFINE_bool, 'transductive', 'Reptile: transductive testing, batch-norm statistics over all the query examples at once (the paper\'s --transductive; checked now, used once testing is supported)')
 
 
 def config_from_flags():

@@ -20,6 +20,7 @@ so the tasks are independent and can be batched; the paper's code carried one
 Adam's state from task to task. tests/golden/README.md section 4 is the exact
 definition this implements.
 """
+import numpy as np
 import tensorflow as tf
 
 from config import ConfigError
@@ -43,6 +44,27 @@ def meta_step_size(config, iteration):
     settings = config.reptile
     frac = iteration / config.metatrain_iterations
     return frac * settings.meta_step_final + (1 - frac) * settings.meta_step
+
+
+def mini_batch_indices(num_samples, inner_batch, inner_iters, rng):
+    """[inner_iters, inner_batch] indices into one task's num_samples training
+    samples, drawn as the paper's code draws mini-batches: shuffle, take
+    consecutive chunks, reshuffle when the samples run out (so one batch may
+    straddle two shuffles and hold a sample twice). rng: a numpy Generator."""
+    needed = inner_batch * inner_iters
+    shuffles = -(-needed // num_samples)  # ceil
+    order = np.concatenate([rng.permutation(num_samples) for _ in range(shuffles)])
+    return order[:needed].reshape(inner_iters, inner_batch)
+
+
+def task_mini_batches(inputs, labels, inner_batch, inner_iters, rng):
+    """Each task's inner mini-batches from its training samples: inputs
+    [tasks, samples, dim_input] and labels [tasks, samples, dim_output] ->
+    [tasks, inner_iters, inner_batch, ...], what `Reptile.metatrain_step` takes."""
+    picks = np.stack([mini_batch_indices(inputs.shape[1], inner_batch, inner_iters, rng)
+                      for _ in range(inputs.shape[0])])
+    tasks = np.arange(inputs.shape[0])[:, None, None]
+    return inputs[tasks, picks], labels[tasks, picks]
 
 
 class InnerSGD:

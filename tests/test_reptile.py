@@ -9,7 +9,8 @@ import tensorflow as tf
 from config import Config, ConfigError
 from keras_network import KerasNetwork
 from networks import ForwardFunction
-from reptile import Reptile, meta_step_size, refuse_where_unsupported
+from reptile import Reptile, meta_step_size, mini_batch_indices, refuse_where_unsupported, \
+    task_mini_batches
 
 
 def _sine(**overrides):
@@ -201,3 +202,28 @@ def test_the_command_line_run_and_the_learner_refuse_reptile_before_doing_anythi
     with pytest.raises(ConfigError, match='learner.MetaLearner is not supported yet'):
         learner.MetaLearner(None, config)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_mini_batches_go_through_every_sample_once_before_reshuffling():
+    # 10 samples, 3 batches of 4: one whole shuffle, then 2 of the next one.
+    picks = mini_batch_indices(10, 4, 3, np.random.default_rng(0)).ravel()
+    assert sorted(picks[:10]) == list(range(10))
+    assert len(set(picks[10:])) == 2
+    assert mini_batch_indices(10, 4, 3, np.random.default_rng(0)).shape == (3, 4)
+
+
+def test_a_mini_batch_larger_than_the_samples_repeats_them_across_shuffles():
+    picks = mini_batch_indices(3, 7, 2, np.random.default_rng(1)).ravel()
+    for start in range(0, 12, 3):
+        assert sorted(picks[start:start + 3]) == [0, 1, 2]
+
+
+def test_each_tasks_mini_batches_hold_its_own_samples_with_their_labels():
+    rng = np.random.default_rng(2)
+    inputs = np.arange(3 * 10, dtype=np.float32).reshape(3, 10, 1)  # task t: 10t .. 10t + 9
+    labels = -inputs
+    batch_x, batch_y = task_mini_batches(inputs, labels, 4, 5, rng)
+    assert batch_x.shape == (3, 5, 4, 1)
+    np.testing.assert_array_equal(batch_y, -batch_x)
+    for t in range(3):
+        assert set(batch_x[t].ravel()) <= set(inputs[t].ravel())
