@@ -6,6 +6,7 @@ the flags (network shape, input and output sizes, the iterations a run makes)
 is a property here, so a Config built anywhere behaves as one built from the
 command line; variants are made with `dataclasses.replace`.
 """
+import collections
 import dataclasses
 import math
 import numbers
@@ -17,6 +18,22 @@ from typing import Optional
 DATASOURCES = ('sinusoid', 'omniglot', 'miniimagenet')
 NORMS = ('batch_norm', 'layer_norm', 'None')
 DISTRIBUTIONS = ('auto', 'one_device', 'mirrored', 'multi_worker')  # distribute.choose
+ALGORITHMS = ('maml', 'reptile')
+INNER_OPTIMIZERS = ('adam', 'sgd')  # Reptile's inner loop (reptile.py)
+# Reptile's flags left unset take these per data source: Omniglot's and
+# MiniImagenet's are the paper's 5-way 1-shot settings (Nichol et al. 2018,
+# the supervised-reptile code's README, the transductive runs). The paper's
+# code has no sinusoid: those are ours, 10 points per task trained on whole in
+# 5 steps, the meta step 0.1 annealed to 0 as in the authors' sine-wave demo.
+REPTILE_DEFAULTS = {
+    'omniglot': dict(inner_iters=5, inner_batch=10, meta_step=1.0, meta_step_final=0.0,
+                     train_shots=10, eval_iters=50, eval_batch=5, inner_optimizer='adam'),
+    'miniimagenet': dict(inner_iters=8, inner_batch=10, meta_step=1.0, meta_step_final=0.0,
+                         train_shots=15, eval_iters=50, eval_batch=5, inner_optimizer='adam'),
+    'sinusoid': dict(inner_iters=5, inner_batch=10, meta_step=0.1, meta_step_final=0.0,
+                     train_shots=10, eval_iters=10, eval_batch=10, inner_optimizer='adam'),
+}
+REPTILE_FLAGS = tuple(REPTILE_DEFAULTS['omniglot']) + ('transductive',)
 INT32_MAX = 2 ** 31 - 1  # TensorFlow and numpy take the sizes and counts as int32
 # The inner loop is unrolled into the compiled training step: its tracing time
 # and memory grow with each step (20 steps of the sinusoid net already take
@@ -27,6 +44,9 @@ MAX_THREADS = 4096  # TensorFlow starts that many threads for a pool
 # saved Keras model file.
 MODEL_SPEC = re.compile(r'^(?P<module>.+):(?P<function>[A-Za-z_][A-Za-z0-9_]*)$')
 KERAS_SUFFIX = '.keras'
+
+
+ReptileSettings = collections.namedtuple('ReptileSettings', REPTILE_FLAGS)
 
 
 class ConfigError(ValueError):
@@ -119,6 +139,17 @@ class Config:
     progress: bool = True              # progress on stderr (progress.py)
     model: Optional[str] = None        # the network to meta-learn (model_source.py)
     export_model: Optional[str] = None  # with --train=False: save the meta-learned model here
+    # Reptile (reptile.py). None: the data source's REPTILE_DEFAULTS (see `reptile`).
+    algorithm: str = 'maml'            # ALGORITHMS
+    inner_iters: Optional[int] = None
+    inner_batch: Optional[int] = None
+    meta_step: Optional[float] = None
+    meta_step_final: Optional[float] = None
+    train_shots: Optional[int] = None
+    eval_iters: Optional[int] = None
+    eval_batch: Optional[int] = None
+    inner_optimizer: Optional[str] = None  # INNER_OPTIMIZERS
+    transductive: bool = False
 
     @classmethod
     def from_dict(cls, values, **overrides):
@@ -208,8 +239,41 @@ class Config:
             if not self.export_model.endswith(('.keras', '.weights.h5')):
                 raise ConfigError('--export_model=%s: give a path ending in .keras (the whole '
                                   'model) or .weights.h5 (its weights)' % self.export_model)
+        self._validate_reptile()
         self._check_memory(available_memory())
         return self
+
+    def _validate_reptile(self):
+        if self.algorithm not in ALGORITHMS:
+            raise ConfigError('unknown --algorithm=%s: use %s'
+                              % (self.algorithm, _one_of(ALGORITHMS)))
+        if self.algorithm != 'reptile':
+            given = [name for name in REPTILE_FLAGS
+                     if getattr(self, name) not in (None, False)]
+            if given:
+                raise ConfigError('--%s is a Reptile flag: add --algorithm=reptile, or leave it '
+                                  'out for MAML' % given[0])
+            return
+        settings = self.reptile
+        for name in ('inner_iters', 'inner_batch', 'train_shots', 'eval_iters', 'eval_batch'):
+            if getattr(settings, name) <= 0:
+                raise ConfigError('--%s=%s must be positive' % (name, getattr(settings, name)))
+        for name in ('meta_step', 'meta_step_final'):
+            value = getattr(settings, name)
+            if not (math.isfinite(value) and 0 <= value <= 1):
+                raise ConfigError('--%s=%s: a meta step size is a number from 0 to 1 (the '
+                                  'fraction of the way to the adapted weights)' % (name, value))
+        if settings.inner_optimizer not in INNER_OPTIMIZERS:
+            raise ConfigError('unknown --inner_optimizer=%s: use %s'
+                              % (settings.inner_optimizer, _one_of(INNER_OPTIMIZERS)))
+
+    @property
+    def reptile(self):
+        """Reptile's settings: each Reptile flag as given, or its data source's default."""
+        defaults = REPTILE_DEFAULTS.get(self.datasource, REPTILE_DEFAULTS['omniglot'])
+        return ReptileSettings(**{
+            name: default if getattr(self, name) is None else getattr(self, name)
+            for name, default in defaults.items()}, transductive=self.transductive)
 
     def _check_memory(self, available):
         needed = self.memory_needed()

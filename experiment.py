@@ -34,6 +34,7 @@ from maml import MAML
 from networks import NetworkError
 from optimizers import Optimizers
 from progress import Progress
+from reptile import refuse_where_unsupported
 from schedule import Schedule
 from steps import Steps
 
@@ -406,6 +407,7 @@ def _find_checkpoint(exp_dir, config):
 
 def run(config):
     """Train or test as the flags say; the exit status."""
+    refuse_where_unsupported(config, 'meta-training or testing from the command line')
     cluster = distribute.Cluster.from_environment(os.environ) \
         if distribute.reads_tf_config(config) else None
     is_chief = cluster is None or cluster.is_chief

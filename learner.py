@@ -26,6 +26,7 @@ import tensorflow as tf
 import model_source
 from data_generator import DataGenerator
 from maml import MAML
+from reptile import refuse_where_unsupported
 from steps import Steps
 
 
@@ -33,6 +34,7 @@ class MetaLearner:
     """A model, MAML on it, its compiled steps and its optimiser state."""
 
     def __init__(self, model, config, seed=None):
+        refuse_where_unsupported(config, 'learner.MetaLearner')
         self.config = config
         network = None
         if model is not None:

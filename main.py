@@ -53,7 +53,8 @@ import tf_env  # noqa: E402,F401 (before TensorFlow loads)
 from absl import app, flags  # noqa: E402
 
 from checkpoint import CheckpointError  # noqa: E402
-from config import DISTRIBUTIONS, Config, ConfigError  # noqa: E402
+from config import ALGORITHMS, DISTRIBUTIONS, INNER_OPTIMIZERS, REPTILE_DEFAULTS, Config, \
+    ConfigError  # noqa: E402
 from data_generator import DataError  # noqa: E402
 from distribute import ClusterError, JoinInterrupted, WorkerLost  # noqa: E402
 from experiment import TrainingStopped, run, set_threads  # noqa: E402
@@ -111,6 +112,24 @@ _define(flags.DEFINE_bool, 'progress', 'show progress on stderr (what the printe
 _define(flags.DEFINE_string, 'model', 'meta-learn your own network: module:function or path/to/file.py:function, a function taking the Config and returning a Keras model or a networks.Network, or a saved Keras model path/to/model.keras (see README "Your own model"); unset: the reference\'s network')
 _define(flags.DEFINE_string, 'export_model', 'with --model (a Keras model) and --train=False: instead of testing, write the checkpoint\'s meta-learned initial weights into the model and save it to this path, .keras (the whole model) or .weights.h5 (its weights)')
 _define(flags.DEFINE_integer, 'seed', 'seed numpy, random and TensorFlow for a repeatable run (unset: unseeded, as the reference)')
+
+## Reptile (reptile.py; README "Reptile"). Unset: the data source's default.
+def _per_source(name):
+    """'(default: omniglot 5, miniimagenet 8, sinusoid 5)', from Config's REPTILE_DEFAULTS."""
+    return '(default: %s)' % ', '.join('%s %s' % (source, REPTILE_DEFAULTS[source][name])
+                                       for source in ('omniglot', 'miniimagenet', 'sinusoid'))
+
+
+_define(flags.DEFINE_enum, 'algorithm', 'maml, or reptile (Nichol et al. 2018, batched); Reptile reads --update_lr (its inner learning rate), --meta_batch_size, --metatrain_iterations and --update_batch_size (test shots) too', enum_values=ALGORITHMS)
+_define(flags.DEFINE_integer, 'inner_iters', 'Reptile: inner optimiser steps per task ' + _per_source('inner_iters'))
+_define(flags.DEFINE_integer, 'inner_batch', 'Reptile: examples per inner mini-batch, drawn from the task\'s training samples ' + _per_source('inner_batch'))
+_define(flags.DEFINE_float, 'meta_step', 'Reptile: meta step size epsilon at the first iteration ' + _per_source('meta_step'))
+_define(flags.DEFINE_float, 'meta_step_final', 'Reptile: epsilon at the last iteration, reached linearly ' + _per_source('meta_step_final'))
+_define(flags.DEFINE_integer, 'train_shots', 'Reptile: training samples per class of a task, the inner mini-batches\' pool (sinusoid: points per task) ' + _per_source('train_shots'))
+_define(flags.DEFINE_integer, 'eval_iters', 'Reptile: inner steps when testing ' + _per_source('eval_iters'))
+_define(flags.DEFINE_integer, 'eval_batch', 'Reptile: mini-batch size when testing ' + _per_source('eval_batch'))
+_define(flags.DEFINE_enum, 'inner_optimizer', 'Reptile: the inner optimiser, adam (beta1=0, as the paper; fresh state for each task) or sgd ' + _per_source('inner_optimizer'), enum_values=INNER_OPTIMIZERS)
+_define(flags.DEFINE_bool, 'transductive', 'Reptile: transductive testing, batch-norm statistics over all the query examples at once (the paper\'s --transductive; checked now, used once testing is supported)')
 
 
 def config_from_flags():

@@ -9,9 +9,10 @@ A network is what `maml.MAML` needs to know of a model:
 - `checkpoint_names`: key -> the variable's name in checkpoints;
 - `forward_tasks(inp, weights, identical_tasks=False)`: a whole meta-batch,
   inp [tasks, examples, ...] -> outputs [tasks, examples, out]. `weights` holds
-  the adapted keys only, each either shared (the variable's shape) or one copy
-  per task (a leading task axis: the fast weights); the network reads the
-  other variables itself. identical_tasks: the per-task copies are still all
+  the adapted keys (MAML) or any keys of initial_weights() (Reptile trains
+  them all), each either shared (the variable's shape) or one copy per task
+  (a leading task axis: the fast weights); the network reads the variables
+  not given itself. identical_tasks: the per-task copies are still all
   equal (before the first inner step), a hint a network may use.
 
 Two kinds here: `ReferenceNetwork`, the reference's fully connected and conv
@@ -145,25 +146,33 @@ class ReferenceNetwork(Network):
         weights are still copies of one set (before the first inner step), so
         convolutions may run on the whole meta-batch at once.
         """
+        norm_params = self._given_norm_params(weights)
         if self.config.conv_net:
-            return self._forward_conv(inp, weights, identical_tasks)
-        return self._forward_fc(inp, weights)
+            return self._forward_conv(inp, weights, norm_params, identical_tasks)
+        return self._forward_fc(inp, weights, norm_params)
 
-    def _forward_fc(self, inp, weights):
+    def _given_norm_params(self, weights):
+        """The norm offsets and scales, from `weights` where it holds them (keys
+        '0/beta', ...: Reptile's fast weights), else the variables."""
+        return {scope: None if params is None else
+                {name: weights.get('%s/%s' % (scope, name), var) for name, var in params.items()}
+                for scope, params in self.norm_params.items()}
+
+    def _forward_fc(self, inp, weights, norm_params):
         hidden = inp
         for i, scope in enumerate(self.norm_scopes):
             hidden = batched_dense(hidden, weights['w%d' % (i + 1)], weights['b%d' % (i + 1)])
-            hidden = normalize(hidden, self.config.norm, self.norm_params[scope])
+            hidden = normalize(hidden, self.config.norm, norm_params[scope])
         last = len(self.norm_scopes) + 1
         return batched_dense(hidden, weights['w%d' % last], weights['b%d' % last])
 
-    def _forward_conv(self, inp, weights, identical_tasks=False):
+    def _forward_conv(self, inp, weights, norm_params, identical_tasks=False):
         shape = tf.shape(inp)
         hidden = tf.reshape(inp, tf.concat(
             [shape[:2], [self.img_size, self.img_size, self.channels]], 0))
         for i, scope in enumerate(self.norm_scopes):
             hidden = conv_block(hidden, weights['conv%d' % (i + 1)], weights['b%d' % (i + 1)],
-                                self.config.norm, self.norm_params[scope], self.config.max_pool,
+                                self.config.norm, norm_params[scope], self.config.max_pool,
                                 identical_tasks, fused_norm=self.config.stop_grad)
         if self.config.flattened_head:
             hidden = tf.reshape(hidden, tf.concat([shape[:2], [-1]], 0))

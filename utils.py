@@ -32,20 +32,29 @@ def normalize(inp, norm, params, activation=tf.nn.relu, fused=False):
     """Normalise then activate, as the reference's tf.contrib.layers calls did.
 
     inp: [tasks, examples, ...features]. params: dict with 'beta' (and 'gamma'
-    for layer norm) or None. Batch norm always uses the statistics of the
-    current task's batch (training mode, also at test time), with an offset and
-    no scale; layer norm normalises each example over all its features.
+    for layer norm), shared [channels] or per task [tasks, channels], or None.
+    Batch norm always uses the statistics of the current task's batch (training
+    mode, also at test time), with an offset and no scale; layer norm
+    normalises each example over all its features.
     fused: batch norm of images with TensorFlow's fused kernel, task by task.
     Its first derivatives are exact and much cheaper, but its second
     derivatives are not those of the written-out form (they miss the golden
     tolerances), so it is only for steps that never differentiate twice.
     """
     if norm == 'batch_norm' and fused and inp.shape.rank == 5:
-        scale = tf.ones_like(params['beta'])
+        betas = params['beta']
+        betas = tf.unstack(betas) if betas.shape.rank == 2 else [betas] * inp.shape[0]
         out = tf.stack([tf.compat.v1.nn.fused_batch_norm(
-            x, scale, params['beta'], epsilon=BATCH_NORM_EPSILON, is_training=True)[0]
-            for x in tf.unstack(inp)])
-    elif norm == 'batch_norm':
+            x, tf.ones_like(beta), beta, epsilon=BATCH_NORM_EPSILON, is_training=True)[0]
+            for x, beta in zip(tf.unstack(inp), betas)])
+        return activation(out) if activation is not None else out
+    if params is not None and params['beta'].shape.rank == 2:
+        # One offset (and scale) per task [tasks, channels] (Reptile's inner
+        # loop trains them): broadcast over the examples and spatial axes.
+        params = {k: tf.reshape(p, tf.concat([tf.shape(p)[:1], [1] * (inp.shape.rank - 2),
+                                              tf.shape(p)[1:]], 0))
+                  for k, p in params.items()}
+    if norm == 'batch_norm':
         axes = list(range(1, inp.shape.rank - 1))  # examples and spatial axes
         mean, variance = _mean_and_variance(inp, axes)
         out = _affine_normalize(inp, mean, variance, BATCH_NORM_EPSILON, params['beta'])

@@ -86,10 +86,41 @@ def test_miniimagenet_training_tasks_hold_fifteen_queries_per_class():
     (dict(meta_batch_size=2.5), r'--meta_batch_size=2\.5: expected an integer'),
     (dict(train='False'), "--train='False': expected true or false"),
     (dict(logdir='a\0b'), 'holds a NUL character'),
+    (dict(algorithm='fomaml'), 'unknown --algorithm=fomaml: use maml or reptile'),
+    (dict(inner_iters=3), '--inner_iters is a Reptile flag: add --algorithm=reptile'),
+    (dict(transductive=True), '--transductive is a Reptile flag: add --algorithm=reptile'),
+    (dict(algorithm='reptile', inner_batch=0), '--inner_batch=0 must be positive'),
+    (dict(algorithm='reptile', train_shots=-1), '--train_shots=-1 must be positive'),
+    (dict(algorithm='reptile', meta_step=1.5), '--meta_step=1.5: a meta step size is a number '
+                                               'from 0 to 1'),
+    (dict(algorithm='reptile', meta_step_final=float('nan')), '--meta_step_final=nan: a meta'),
+    (dict(algorithm='reptile', inner_optimizer='rmsprop'),
+     'unknown --inner_optimizer=rmsprop: use adam or sgd'),
 ])
 def test_validation_refuses_what_cannot_work_naming_the_flag(values, message):
     with pytest.raises(ConfigError, match=message):
         Config(**values).validate()
+
+
+def test_reptile_flags_left_unset_take_their_data_sources_defaults():
+    omniglot = Config(datasource='omniglot', algorithm='reptile').validate().reptile
+    assert omniglot == (5, 10, 1.0, 0.0, 10, 50, 5, 'adam', False)  # the paper's 5-way 1-shot
+    mini = Config(datasource='miniimagenet', algorithm='reptile').validate().reptile
+    assert (mini.inner_iters, mini.train_shots) == (8, 15)
+    sine = Config(datasource='sinusoid', algorithm='reptile').validate().reptile
+    assert sine.meta_step == config_module.REPTILE_DEFAULTS['sinusoid']['meta_step']
+    given = Config(datasource='omniglot', algorithm='reptile', inner_iters=3, meta_step_final=0.5,
+                   inner_optimizer='sgd', transductive=True).validate().reptile
+    assert (given.inner_iters, given.meta_step_final, given.inner_optimizer,
+            given.transductive) == (3, 0.5, 'sgd', True)
+    assert given.inner_batch == 10
+
+
+def test_maml_is_the_default_and_its_flags_are_unchanged_by_reptiles():
+    config = Config()
+    assert config.algorithm == 'maml'
+    assert all(getattr(config, name) in (None, False) for name in config_module.REPTILE_FLAGS)
+    assert config.exp_string == dataclasses.replace(config, algorithm='maml').exp_string
 
 
 def test_a_valid_config_validates_to_itself():
@@ -165,7 +196,9 @@ _FLOATS = st.one_of(st.sampled_from([-1, 0.0, -0.0, 1e-3, 0.4]), st.floats())
 _TEXTS = st.text(max_size=12)
 _OTHER_TYPES = st.one_of(st.none(), st.booleans(), st.floats(), st.text(max_size=3))
 _CHOICES = {'datasource': config_module.DATASOURCES, 'norm': config_module.NORMS,
-            'baseline': (None, 'oracle'), 'distribute': ('auto', 'one_device', 'mirrored')}
+            'baseline': (None, 'oracle'), 'distribute': ('auto', 'one_device', 'mirrored'),
+            'algorithm': config_module.ALGORITHMS,
+            'inner_optimizer': config_module.INNER_OPTIMIZERS}
 
 
 def _values_of(field):

@@ -11,10 +11,15 @@ original TF1 program produced) becomes its own test case:
   once more on the generic path: the same network written as a plain Keras
   model (keras_network.reference_keras_model) behind KerasNetwork, at the
   same tolerances;
+- Reptile step files (`*.npz` whose `algorithm` key is `reptile`, README
+  section 4 of tests/golden): build reptile.Reptile from the file's flags,
+  load its initial variables, replay each task's mini-batches, and compare the
+  inner losses, each task's adapted weights and the weights after the meta
+  step, with epsilon from the port's own schedule checked against the file's;
+  on the built-in network and on the same network as a Keras model;
 - `sinusoid_batches*.npz`: the sinusoid generator reproduces every batch bit for bit;
 - `tasks_*.json`: the image task lists (class folder split and first tasks).
-Reptile step files (`*.npz` whose `algorithm` key is `reptile`) are not the
-reference program's: test_golden_reptile.py checks them (README section 4).
+(test_golden_reptile.py checks the Reptile files' own generator.)
 Any other file fails: the test does not silently ignore what it cannot read.
 """
 import json
@@ -31,6 +36,7 @@ from data_generator import DataGenerator
 from distribute import Replicas
 from keras_network import KerasNetwork, reference_checkpoint_names, reference_keras_model
 from maml import MAML
+from reptile import INNER_LOSSES, Reptile, meta_step_size
 from steps import Steps
 
 GOLDEN_DIR = os.environ.get('MAML_GOLDEN_DIR',
@@ -68,8 +74,7 @@ def _kind(filename, path):
 def _cases():
     # Task-list files prepare the real data sets first: slow.
     return [pytest.param(f, marks=pytest.mark.slow) if f.startswith('tasks_') else f
-            for f in _golden_files()
-            if _kind(f, os.path.join(GOLDEN_DIR, f)) != 'reptile_step']
+            for f in _golden_files()]
 
 
 @pytest.mark.parametrize('filename', _cases())
@@ -78,6 +83,8 @@ def test_golden_file(filename):
     kind = _kind(filename, path)
     if kind == 'model_step':
         check_model_step(path, Replicas())
+    elif kind == 'reptile_step':
+        check_reptile_step(path, build=_builtin_reptile)
     elif kind == 'sinusoid_batches':
         check_sinusoid_batches(path)
     elif kind == 'tasks':
@@ -85,7 +92,8 @@ def test_golden_file(filename):
         check_task_list(path)
     else:
         pytest.fail('cannot interpret golden file %s: not a model step .npz (with config_name), '
-                    'a sinusoid_batches*.npz or a tasks_*.json' % filename)
+                    'a Reptile step .npz (algorithm reptile), a sinusoid_batches*.npz or a '
+                    'tasks_*.json' % filename)
 
 
 # ------------------------------------------------------------- model steps
@@ -237,6 +245,116 @@ def _feeds_batch_norm(config, weights_keys, weights_var_names, var_name):
     biases = [(int(k[1:]), n) for k, n in zip(weights_keys, weights_var_names)
               if re.fullmatch(r'b\d+', k)]
     return var_name in [n for _, n in sorted(biases)[:-1]]
+
+
+# ------------------------------------------------------------ Reptile steps
+def _reptile_step_files():
+    return [f for f in _golden_files()
+            if _kind(f, os.path.join(GOLDEN_DIR, f)) == 'reptile_step']
+
+
+@pytest.mark.parametrize('filename', _reptile_step_files())
+def test_golden_reptile_step_on_the_same_network_written_as_a_keras_model(filename):
+    check_reptile_step(os.path.join(GOLDEN_DIR, filename), build=_keras_reptile)
+
+
+def _builtin_reptile(config):
+    return Reptile(config, seed=0)
+
+
+def _keras_reptile(config):
+    keras_model = reference_keras_model(config)
+    return Reptile(config, network=KerasNetwork(
+        keras_model, checkpoint_names=reference_checkpoint_names(keras_model, config)))
+
+
+def _names(z, key):
+    names = [str(n) for n in np.atleast_1d(z[key])]
+    if len(names) == 1 and '[' in names[0]:
+        names = re.findall(r"'([^']+)'", names[0])
+    return names
+
+
+def _adam_reach(update_lr, inner_iters):
+    """How far Adam with beta1 = 0 can move one element in inner_iters steps."""
+    return update_lr * sum(np.sqrt((1 - 0.999 ** t) / 0.001) for t in range(1, inner_iters + 1))
+
+
+def check_reptile_step(path, build):
+    """One Reptile meta-step against the file, by the rules and tolerances of
+    tests/golden/README.md section 4."""
+    z = np.load(path)
+    name = os.path.basename(path)
+    # Rule 1: the format and the inner loop's definition this port implements.
+    assert int(z['format_version']) == 1, 'unknown Reptile format_version in %s' % name
+    flags = json.loads(str(z['flags_json']))
+    config = Config.from_dict(flags).validate()
+    assert config.algorithm == 'reptile'
+    assert flags['inner_loss'] == INNER_LOSSES[config.classification], \
+        'unknown inner_loss %s in %s' % (flags['inner_loss'], name)
+    assert flags['inner_optimizer'] in ('sgd', 'adam'), \
+        'unknown inner_optimizer %s in %s' % (flags['inner_optimizer'], name)
+    assert config.reptile.inner_optimizer == flags['inner_optimizer']
+    assert str(z['inner_adam_state']) == 'per_task', \
+        'unknown inner_adam_state %s in %s' % (z['inner_adam_state'], name)
+    adam = json.loads(str(z['inner_adam_json']))
+    assert (adam['beta1'], adam['beta2'], adam['epsilon']) == (0, 0.999, 1e-8), name
+
+    # Rule 2: the network, its variables set to the file's initial values.
+    model = build(config)
+    named = model.named_variables()
+    var_names = _names(z, 'var_names')
+    assert sorted(named) == sorted(var_names), 'variables differ from the file (%s)' % name
+    assert sorted(_names(z, 'inner_var_names')) == sorted(var_names), \
+        'the inner loop trains every variable (%s)' % name
+    for var_name, var in named.items():
+        var.assign(z['init/' + var_name])
+
+    # Rules 3 and 4: replay the mini-batches; epsilon from the port's schedule.
+    tasks = config.meta_batch_size
+    inputs = np.stack([z['task%d/inputs' % i] for i in range(tasks)])
+    labels = np.stack([z['task%d/labels' % i] for i in range(tasks)])
+    assert inputs.shape[:3] == (tasks, config.reptile.inner_iters, config.reptile.inner_batch)
+    epsilon = meta_step_size(config, int(flags['iteration']))
+    np.testing.assert_allclose(epsilon, float(z['epsilon']), rtol=1e-12,
+                               err_msg='epsilon from the schedule')
+    step = model.metatrain_step(inputs, labels, int(flags['iteration']), return_adapted=True)
+
+    for i in range(tasks):
+        _close(step['losses'][i], z['task%d/losses' % i], 1e-4, what='task%d/losses' % i)
+    # The file's float64 values, by name; mine by name.
+    by_name = {n: k for k, n in model.network.checkpoint_names.items()}
+    f = 1e-2 if config.reptile.inner_optimizer == 'adam' else 1e-3
+    weights_keys, weights_var_names = _names(z, 'weights_keys'), _names(z, 'weights_var_names')
+    reach = _adam_reach(config.update_lr, config.reptile.inner_iters)
+
+    def check(mine, expected, init, largest_move, what, var_name):
+        if _feeds_batch_norm(config, weights_keys, weights_var_names, var_name):
+            # True gradient 0: the file has it unmoved; float32 moves it by noise.
+            moved = np.abs(mine - init).max()
+            assert moved <= largest_move * (1 + 1e-6), '%s moved %g > %g' % (
+                what, moved, largest_move)
+            return
+        tolerance = 1e-5 * np.abs(expected) + f * np.abs(expected - init).max()
+        excess = np.abs(mine - expected) - tolerance
+        assert np.all(excess <= 0), '%s: off by up to %g beyond the tolerance' % (
+            what, excess.max())
+
+    for i in range(tasks):
+        file_moves = {n: np.abs(z['adapted/%d/%s' % (i, n)] - z['init/' + n]).max()
+                      for n in var_names}
+        bound = reach if config.reptile.inner_optimizer == 'adam' else \
+            1e-3 * max(file_moves.values())
+        for var_name in var_names:
+            check(step['adapted'][by_name[var_name]].numpy()[i],
+                  z['adapted/%d/%s' % (i, var_name)], z['init/' + var_name], bound,
+                  'adapted/%d/%s' % (i, var_name), var_name)
+    after_moves = {n: np.abs(z['after_step/' + n] - z['init/' + n]).max() for n in var_names}
+    bound = epsilon * reach if config.reptile.inner_optimizer == 'adam' else \
+        1e-3 * max(after_moves.values())
+    for var_name, var in named.items():
+        check(var.numpy(), z['after_step/' + var_name], z['init/' + var_name], bound,
+              'after_step/' + var_name, var_name)
 
 
 # -------------------------------------------------------- sinusoid batches

@@ -153,6 +153,12 @@ def test_training_afresh_moves_the_earlier_runs_checkpoints_aside(tmp_path):
     (['--no_such_flag=1'], "Unknown command line flag 'no_such_flag'"),
     (['logs/'], 'unexpected arguments: logs/'),
     (['--datasource=a\nb'], 'unknown --datasource=a\\nb'),
+    (['--inner_iters=3'], '--inner_iters is a Reptile flag: add --algorithm=reptile'),
+    (['--algorithm=reptile', '--meta_step=2'], '--meta_step=2.0: a meta step size is a number'),
+    (['--algorithm=reptile'], '--algorithm=reptile: meta-training or testing from the command '
+                              'line is not supported yet'),
+    (['--algorithm=reptile', '--train=False', '--datasource=omniglot'],
+     '--algorithm=reptile: meta-training or testing from the command line is not supported'),
 ])
 def test_bad_input_gives_one_clear_line_and_a_failing_exit(tmp_path, args, message):
     proc = run_main(args + ['--logdir=' + str(tmp_path)], check=False)
@@ -167,6 +173,18 @@ def test_help_exits_with_status_0_and_names_the_new_flags():
     proc = run_main(['--help'], check=False)
     assert proc.returncode == 0
     assert '--distribute:' in proc.stdout and '--[no]progress:' in proc.stdout
+
+
+@pytest.mark.slow
+def test_the_help_states_each_reptile_flags_default_for_every_data_source():
+    from config import REPTILE_DEFAULTS
+    proc = run_main(['--helpxml'], check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    helps = {f.findtext('name'): ' '.join(f.findtext('meaning').split())
+             for f in ElementTree.fromstring(proc.stdout).iter('flag')}
+    for name in REPTILE_DEFAULTS['omniglot']:
+        for source, defaults in REPTILE_DEFAULTS.items():
+            assert '%s %s' % (source, defaults[name]) in helps[name], (name, source)
 
 
 def _flag_default(flag):
