@@ -23,8 +23,8 @@ INNER_OPTIMIZERS = ('adam', 'sgd')  # Reptile's inner loop (reptile.py)
 # Reptile's flags left unset take these per data source: Omniglot's and
 # MiniImagenet's are the paper's 5-way 1-shot settings (Nichol et al. 2018,
 # the supervised-reptile code's README, the transductive runs). The paper's
-# code has no sinusoid: those are ours, 10 points per task trained on whole in
-# 5 steps, the meta step 0.1 annealed to 0 as in the authors' sine-wave demo.
+# code has no sinusoid: those are this project's choice, 10 points per task
+# trained on whole in 5 steps, the meta step 0.1 annealed to 0.
 REPTILE_DEFAULTS = {
     'omniglot': dict(inner_iters=5, inner_batch=10, meta_step=1.0, meta_step_final=0.0,
                      train_shots=10, eval_iters=50, eval_batch=5, inner_optimizer='adam'),
