@@ -293,9 +293,13 @@ def test_on_a_terminal_progress_is_a_live_bar_on_stderr(tmp_path):
 @contextlib.contextmanager
 def _started(args, **env):
     """main.py running with these flags (and environment variables); killed on the way out."""
+    # Ctrl-C as from a terminal: a test runner started in the background
+    # (`cmd &`) hands its children SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt for it.
     proc = subprocess.Popen([sys.executable, MAIN] + args, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
-                            env=dict(os.environ, **env))
+                            env=dict(os.environ, **env),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     proc.stdout_read, proc.lines_scanned = b'', 0  # for wait_for_line
     try:
         yield proc
