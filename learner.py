@@ -44,8 +44,8 @@ class MetaLearner:
             network = model_source.network(config, model, spec=name)
         self.maml = MAML(config, seed=seed, network=network)
         self.steps = Steps(self.maml)
-        self._adapt = tf.function(self._adapt_tasks)
-        self._predict = tf.function(self._predict_tasks)
+        self._adapt = tf.function(self.maml.adapt)
+        self._predict = tf.function(self.maml.forward)
         self._train_batches = self._test_batches = None
 
     # ------------------------------------------------------------ meta-training
@@ -82,12 +82,6 @@ class MetaLearner:
         weights = self.maml.weights if weights is None else {
             key: value[None] for key, value in weights.items()}
         return self._predict(_one_task(inputs), weights)[0]
-
-    def _adapt_tasks(self, inputs, labels, num_steps):
-        return self.maml.adapt(inputs, labels, num_steps)
-
-    def _predict_tasks(self, inputs, weights):
-        return self.maml.forward(inputs, weights)
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, num_tasks=600, num_steps=None, batches=None):
